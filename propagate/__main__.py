@@ -1,0 +1,3 @@
+from propagate.cli import main
+
+main()

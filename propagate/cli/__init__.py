@@ -1,0 +1,10 @@
+"""The `propagate` command: a thin click skin over the Python API."""
+import click
+
+from propagate import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="propagate")
+def main():
+    """Signal propagation in deep ReLU networks: variance, gradients, dead units, theory."""
