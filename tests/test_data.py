@@ -438,7 +438,7 @@ def test_corrupt_cache_is_detected_and_rewritten(hub, hub_cache, tmp_path, damag
 
 @needs_hub
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "no-sidecar", "bad-sidecar"])
-def test_unreadable_cache_is_ignored_with_warning(hub_cache, tmp_path, damage):
+def test_unreadable_cache_is_ignored_with_warning(hub, hub_cache, tmp_path, damage):
     cache = _copy_dir(hub_cache, tmp_path / "cache")
     npz, sidecar = data._cache_files(cache)
     if damage == "truncate":

@@ -8,3 +8,10 @@ from propagate import __version__
 @click.version_option(__version__, prog_name="propagate")
 def main():
     """Signal propagation in deep ReLU networks: variance, gradients, dead units, theory."""
+
+
+from propagate.cli.inits import inits_cmd  # noqa: E402
+from propagate.cli.sweep import depth_sweep_cmd  # noqa: E402
+
+main.add_command(inits_cmd)
+main.add_command(depth_sweep_cmd)
