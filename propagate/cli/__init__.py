@@ -15,3 +15,5 @@ from propagate.cli.sweep import depth_sweep_cmd  # noqa: E402
 
 main.add_command(inits_cmd)
 main.add_command(depth_sweep_cmd)
+from propagate.cli.mnist import mnist  # noqa: E402
+main.add_command(mnist)

