@@ -120,7 +120,8 @@ def run(study):
         f"smaller gradients) — Xavier keeps both {'closer to' if closer else 'no closer to'} constant across layers. "
         f"For ReLU the activation ratios are {ra['torch_default']:.3f} (standard), {ra['xavier_uniform']:.2f} (Xavier) and "
         f"{ra['kaiming_normal']:.2f} (He), the gradient ratios {rg['torch_default']:.3f}, {rg['xavier_uniform']:.2f} and "
-        f"{rg['kaiming_normal']:.2f}: with ReLU only He keeps the scale, Xavier loses a factor ≈ √2 per layer.")
+        f"{rg['kaiming_normal']:.2f}: per layer, Xavier multiplies the ReLU activations' std by "
+        f"{ra['xavier_uniform'] ** 0.25:.2f} and He by {ra['kaiming_normal'] ** 0.25:.2f} (mean field: 1/√2 ≈ 0.71 and 1).")
 
     # Figures: violins per (activation function, quantity).
     for act in ("tanh", "relu"):
