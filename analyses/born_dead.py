@@ -29,6 +29,7 @@ from propagate.analysis_support import main
 
 META = dict(
     name="born_dead",
+    threads=1,  # many small tensor ops: one thread is faster than a contended pool
     title="Born dead: narrow ReLU nets at initialisation",
     paper="Lu et al. (2019), Dying ReLU and initialization: a zero-bias ReLU net of width N and depth L is born dead "
           "for a single non-zero input with probability P = 1 − (1 − 2^−N)^L, which tends to 1 with depth for any "

@@ -27,6 +27,7 @@ from propagate.analysis_support import main
 
 META = dict(
     name="jacobian_spectrum",
+    threads=1,  # many small tensor ops: one thread is faster than a contended pool
     title="Singular values of the input–output Jacobian: Gaussian He vs orthogonal",
     paper="Pennington, Schoenholz & Ganguli (2017), Resurrecting the sigmoid: for ReLU nets at criticality the mean "
           "squared singular value of the input–output Jacobian is 1, but the spectrum broadens with depth for "

@@ -24,6 +24,7 @@ from propagate.analysis_support import main
 
 META = dict(
     name="phase_diagram",
+    threads=1,  # many small tensor ops: one thread is faster than a contended pool
     title="Phase diagram of deep ReLU nets: σ_w² against depth",
     paper="Poole et al. (2016); Schoenholz et al. (2017), Deep information propagation; He et al. (2015). For ReLU "
           "with zero bias the mean-field variance map is q^l = (σ_w²/2)·q^(l−1): signals vanish for σ_w² < 2, explode "

@@ -156,7 +156,8 @@ class Study:
                                   + (" --quick" if self.quick else "") + ")."))
         with Report(self.pdf, f"propagate analysis · {self.meta['name']}") as rep:
             rep.text_page(self.meta["title"], sections)
-            for kind, title, obj, caption in self._pages:
+            ordered = [pg for pg in self._pages if pg[0] == "figure"] + [pg for pg in self._pages if pg[0] == "table"]
+            for kind, title, obj, caption in ordered:
                 if kind == "figure":
                     rep.figure_page(title, obj, caption)
                 else:
@@ -173,10 +174,21 @@ def _jsonable(v):
 
 def execute(module_or_name, quick: bool = False, out: Path | str | None = None) -> dict:
     """Run one analysis (a loaded module or its name) and write its outputs; returns result.json's dict."""
+    import torch
+
     module = load(module_or_name) if isinstance(module_or_name, str) else module_or_name
     sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95)
     study = Study(module.META, out=out, quick=quick, doc=module.__doc__)
-    module.run(study)
+    threads = torch.get_num_threads()
+    # Analyses made of many tiny tensor ops ask for one thread (META["threads"] = 1): on a busy machine every
+    # parallel region of a 2-thread pool waits for a time slice (~8 ms per op measured on a loaded 2-core box).
+    if module.META.get("threads"):
+        torch.set_num_threads(int(module.META["threads"]))
+    try:
+        module.run(study)
+    finally:
+        torch.set_num_threads(threads)
+    study.config["torch threads"] = module.META.get("threads") or threads
     return study.finish() | {"pdf": str(study.pdf), "dir": str(study.dir)}
 
 

@@ -256,7 +256,7 @@ def signals_figure(signals: pd.DataFrame, column: str, order: list[str], path: P
     for ax in g.axes.flat:
         ax.tick_params(labelbottom=True)
     g.figure.tight_layout()
-    g.figure.subplots_adjust(right=0.84, top=0.93)
+    g.figure.subplots_adjust(right=0.84, top=1 - 0.65 / g.figure.get_figheight())
     g.figure.savefig(path, dpi=130)
     plt.close(g.figure)
     return path

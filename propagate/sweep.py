@@ -44,7 +44,7 @@ class SweepConfig:
     device: str = "cpu"
     in_features: int = 784
     out_features: int = 10
-    memory_budget_gb: float | None = None  # None: a fraction of the machine's available memory
+    memory_budget_gb: float | None = None  # None: min(3 GiB, 60% of available memory) per engine call
     data_dir: str | None = None
 
     def validate(self) -> "SweepConfig":
@@ -113,34 +113,34 @@ def sweep_inputs(config: SweepConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
 
 # ------------------------------------------------------------------------------------------
 # Weights
-class _BaseDraws:
-    """Base draws per (family, seed, role, index), shared by every init of a family."""
+def stacked_weights(members: list[tuple[I.Initializer, int]], sizes: list[int], out_features: int, bias_of,
+                    device, dtype) -> tuple[list, torch.Tensor, list | None, torch.Tensor | None]:
+    """Hidden weights (M, n_l, n_{l-1}) per layer, readout, and biases of M nets (init, seed), stacked.
 
-    def __init__(self):
-        self._cache: dict = {}
+    Each net equals ``initialize(MLP(...), init, seed, bias)``.  Drawn one layer at a time, so only
+    one layer's float64 draws exist at once; the inits of one family and seed share one base draw.
+    """
+    def layer(role, index, fo, fi):
+        base: dict = {}
+        mats = []
+        for init, seed in members:
+            key = (init.family, seed)
+            if key not in base:
+                base[key] = I.FAMILIES[init.family]((fo, fi), I.layer_generator(seed, role, index))
+            var = init.weight_var(fi, fo)
+            mats.append(base[key] if math.isnan(var) else base[key] * math.sqrt(var))
+        return torch.stack(mats).to(device, dtype)
 
-    def get(self, family, seed, role, index, shape):
-        key = (family, seed, role, index, shape)
-        if key not in self._cache:
-            gen = I.layer_generator(seed, role, index)
-            self._cache[key] = I.FAMILIES[family](shape, gen)
-        return self._cache[key]
+    def biases(index, fi, fo):
+        return torch.stack([I.sample_bias(bias_of(init), fi, fo, I.layer_generator(seed, I.BIAS, index))
+                            for init, seed in members]).to(device, dtype)
 
-
-def member_weights(init: I.Initializer, seed: int, sizes: list[int], out_features: int, bias, draws: _BaseDraws):
-    """Hidden weights, readout, biases of one net, equal to ``initialize(MLP(...), init, seed, bias)``."""
-    W, b = [], []
-    for l, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
-        base = draws.get(init.family, seed, I.HIDDEN, l, (fo, fi))
-        var = init.weight_var(fi, fo)
-        W.append(base if math.isnan(var) else base * math.sqrt(var))
-        b.append(I.sample_bias(bias, fi, fo, I.layer_generator(seed, I.BIAS, l)))
-    fi = sizes[-1]
-    base = draws.get(init.family, seed, I.READOUT, 0, (out_features, fi))
-    var = init.weight_var(fi, out_features)
-    R = base if math.isnan(var) else base * math.sqrt(var)
-    rb = I.sample_bias(bias, fi, out_features, I.layer_generator(seed, I.BIAS, 0))
-    return W, R, b, rb
+    W = [layer(I.HIDDEN, l, fo, fi) for l, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:]), start=1)]
+    R = layer(I.READOUT, 0, out_features, sizes[-1])
+    if all(bias_of(init) == "zero" for init, _ in members):
+        return W, R, None, None
+    B = [biases(l, fi, fo) for l, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:]), start=1)]
+    return W, R, B, biases(0, sizes[-1], out_features)
 
 
 def estimate_bytes(depth: int, n_depths: int, members: int, batch: int, width: int, in_features: int,
@@ -148,7 +148,7 @@ def estimate_bytes(depth: int, n_depths: int, members: int, batch: int, width: i
     """Peak memory of one engine call: stored pre-activations, the stacked gradients, weights, one wgrad chunk."""
     acts = depth * members * batch * width * itemsize
     grads = 3 * n_depths * members * batch * width * itemsize
-    weights = members * (depth * width * width + width * in_features) * (itemsize + 8)
+    weights = members * (depth * width * width + width * in_features) * itemsize
     return int(acts + grads + weights + (1 << 26))
 
 
@@ -162,15 +162,21 @@ def available_bytes() -> int:
 
 
 def plan_chunks(config: SweepConfig, width: int, n_members: int) -> int:
-    """How many members fit in one engine call under the memory budget (>= 1, or a clear error)."""
-    budget = (config.memory_budget_gb * 2**30) if config.memory_budget_gb else 0.6 * available_bytes()
+    """How many members go into one engine call.
+
+    Calls are sized to ~3 GiB (or ``memory_budget_gb``) so peak memory stays modest; a single net
+    that would not fit in 80% of the machine's available memory is refused with a clear message.
+    """
     itemsize = 4 if config.dtype == "float32" else 8
     one = estimate_bytes(max(config.depths), len(config.depths), 1, config.batch, width, config.in_features, itemsize)
-    if one > budget:
+    avail = available_bytes()
+    limit = config.memory_budget_gb * 2**30 if config.memory_budget_gb else 0.8 * avail
+    if one > limit:
         raise SweepError(f"one net of depth {max(config.depths)}, width {width}, batch {config.batch} needs "
-                         f"~{one / 2**30:.1f} GiB but {budget / 2**30:.1f} GiB is available; "
+                         f"~{one / 2**30:.1f} GiB but {limit / 2**30:.1f} GiB is available; "
                          "lower --max-depth/--depths, --widths or --batch")
-    return max(1, min(n_members, int(budget // one)))
+    target = min(limit, 3 * 2**30)
+    return max(1, min(n_members, int(target // one)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -212,21 +218,9 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int, str], None] | N
     D, depths = max(config.depths), config.depths
     for done, (width, members, seeds, lsuv) in enumerate(jobs, start=1):
         sizes = [config.in_features] + [width] * D
-        draws = _BaseDraws()
-        keys, Ws, Rs, Bs, RBs = [], [], [], [], []
-        for seed in seeds:
-            for init in members:
-                bias = bias_for(init, config.bias)
-                W, R, b, rb = member_weights(init, seed, sizes, config.out_features, bias, draws)
-                keys.append((init.name, seed))
-                Ws.append(W), Rs.append(R), Bs.append(b), RBs.append(rb)
-        stack = lambda mats: torch.stack(mats).to(device, dtype)
-        W = [stack([w[l] for w in Ws]) for l in range(D)]
-        R = stack(Rs)
-        zero_bias = all(bias_for(i, config.bias) == "zero" for i in members)
-        B = None if zero_bias else [stack([b[l] for b in Bs]) for l in range(D)]
-        RB = None if zero_bias else stack(RBs)
-        del draws, Ws
+        keys = [(init, seed) for seed in seeds for init in members]
+        W, R, B, RB = stacked_weights(keys, sizes, config.out_features, lambda i: bias_for(i, config.bias), device, dtype)
+        keys = [(init.name, seed) for init, seed in keys]
         t1 = time.perf_counter()
         res = propagate_stack(x, y, W, R, depths, biases=B, readout_bias=RB, activation=config.activation,
                               lsuv=lsuv)

@@ -17,3 +17,7 @@ main.add_command(inits_cmd)
 main.add_command(depth_sweep_cmd)
 from propagate.cli.mnist import mnist  # noqa: E402
 main.add_command(mnist)
+from propagate.cli.report import report_cmd  # noqa: E402
+from propagate.cli.analysis import analysis_cmd  # noqa: E402
+main.add_command(report_cmd)
+main.add_command(analysis_cmd)

@@ -1,0 +1,113 @@
+"""Benchmarks (not timed tests): recorder overhead, and the sweep's GFLOP/s against the machine's GEMM rate.
+
+    python -m propagate.bench            # both
+    python -m propagate.bench recorder   # forward+backward of a depth-50, width-512 MLP, batch 512
+    python -m propagate.bench sweep      # default sweep grid vs float32 GEMM at the same shapes
+    python -m propagate.bench training   # MNIST loop: ours vs a tutorial DataLoader loop
+
+Everything is measured in one run on the same machine; report the printed lines.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def _best(fn, repeat: int = 5, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench_recorder(depth: int = 50, width: int = 512, batch: int = 512, repeat: int = 7) -> dict:
+    """Forward+backward with and without the Recorder; overhead = ratio − 1 (best of ``repeat``)."""
+    from propagate import MLP, Recorder, initialize
+
+    net = initialize(MLP(depth=depth, width=width), "he", seed=0)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(batch, 784, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
+
+    def plain():
+        net.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+
+    def recorded():
+        net.zero_grad(set_to_none=True)
+        with Recorder(net) as rec:
+            F.cross_entropy(net(x), y).backward()
+        rec.table()
+
+    # Interleave so drifts in machine load hit both alike.
+    t_plain, t_rec = [], []
+    for _ in range(repeat):
+        t_plain.append(_best(plain, 1, 1))
+        t_rec.append(_best(recorded, 1, 1))
+    a, b = min(t_plain), min(t_rec)
+    out = {"plain_s": a, "recorded_s": b, "overhead": b / a - 1}
+    print(f"recorder: depth {depth}, width {width}, batch {batch}: forward+backward {a * 1e3:.1f} ms, "
+          f"with Recorder {b * 1e3:.1f} ms (table included): overhead {100 * out['overhead']:+.1f}%")
+    return out
+
+
+def gemm_rate(shapes: list[tuple[int, int, int, int]], repeat: int = 5) -> float:
+    """float32 GFLOP/s of batched matmuls (batch, m, k, n), FLOP-weighted over the given shapes."""
+    flops, secs = 0.0, 0.0
+    for b, m, k, n in shapes:
+        a, w = torch.randn(b, m, k), torch.randn(b, k, n)
+        t = _best(lambda: torch.bmm(a, w), repeat)
+        flops += 2.0 * b * m * k * n
+        secs += t
+    return flops / secs / 1e9
+
+
+def bench_sweep(max_depth: int = 50, seeds: int = 5, width: int = 512, batch: int = 512) -> dict:
+    """The default depth sweep's engine time and GFLOP/s beside float32 GEMM at the same shapes."""
+    from propagate.sweep import SweepConfig, run_sweep, sweep_inputs
+
+    config = SweepConfig(depths=list(range(1, max_depth + 1)), seeds=seeds, widths=[width], batch=batch,
+                         input="gaussian")
+    inputs = sweep_inputs(config)
+    t = time.perf_counter()
+    layers, info = run_sweep(config, inputs=inputs)
+    wall = time.perf_counter() - t
+    members = len(config.inits)
+    mean_k = (max_depth + 1) // 2
+    shapes = [(members, mean_k * batch, width, width),   # stacked backward: (M, K·B, n) @ (M, n, n)
+              (members * 4, width, batch, width),       # weight gradients: (n, B) @ (B, n) per (member, depth)
+              (members, batch, width, width)]           # forward
+    rate = gemm_rate(shapes)
+    out = {"wall_s": wall, "engine_s": info["seconds_engine"], "gflop": info["gflop"],
+           "gflops": info["gflops_per_s"], "gemm_gflops": rate, "fraction": info["gflops_per_s"] / rate}
+    print(f"sweep: {len(config.inits)} inits × {seeds} seeds × depths 1–{max_depth}, width {width}, batch {batch}: "
+          f"{wall:.1f} s ({info['seconds_engine']:.1f} s engine), {info['gflop']:.0f} GFLOP at "
+          f"{info['gflops_per_s']:.0f} GFLOP/s; float32 GEMM at the same shapes {rate:.0f} GFLOP/s "
+          f"-> {100 * out['fraction']:.0f}% of GEMM")
+    return out
+
+
+def main(argv=None) -> None:
+    which = (argv if argv is not None else sys.argv[1:]) or ["recorder", "sweep"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for name in which:
+        if name == "recorder":
+            bench_recorder()
+        elif name == "sweep":
+            bench_sweep()
+        elif name == "training":
+            from propagate.bench_train import benchmark_training
+
+            benchmark_training()
+        else:
+            raise SystemExit(f"unknown benchmark {name!r}; choose recorder, sweep or training")
+
+
+if __name__ == "__main__":
+    main()
