@@ -2,8 +2,14 @@
 
 A run is built in a sibling temporary folder ``.<name>.partial-<pid>`` whose manifest says
 ``status: incomplete``; only when everything is written is the manifest marked ``complete`` and
-the folder renamed into place.  An interrupted run therefore never leaves a folder that looks
-finished: either nothing at ``out``, or (with ``--resume``-style keeping) one marked incomplete.
+the folder renamed into place.  An interrupted run never leaves a folder that looks finished:
+
+* an exception, Ctrl-C or SIGTERM (turned into an exception by :func:`terminate_as_interrupt`)
+  with checkpoints saved moves the partial folder to ``out`` with ``status: incomplete``; without
+  checkpoints the partial folder is removed;
+* a SIGKILL leaves the hidden ``.<name>.partial-<pid>`` folder, still marked incomplete.
+
+``RunFolder(..., resume=True)`` adopts either kind of leftover and continues from its checkpoints.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -68,22 +75,54 @@ def check_out(out: Path, overwrite: bool = False) -> Path:
     return out
 
 
+def find_resumable(out: Path, kind: str) -> tuple[Path, dict]:
+    """The incomplete run folder to resume: ``out`` itself or a leftover ``.<out>.partial-*``."""
+    out = Path(out)
+    candidates = ([out] if (out / MANIFEST).is_file() else []) + sorted(
+        out.parent.glob(f".{out.name}.partial-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(manifest, dict) or manifest.get("kind") != kind:
+            continue
+        if manifest.get("status") == "complete":
+            raise RunFolderError(f"--resume {out}: that run is already complete; nothing to resume")
+        return path, manifest
+    raise RunFolderError(f"--resume {out}: no interrupted {kind} run there (no incomplete manifest.json); "
+                         "start a new run with --out")
+
+
 class RunFolder:
     """Context manager: write into a temporary folder, rename to ``out`` when complete."""
 
-    def __init__(self, out: Path, kind: str, config: dict, overwrite: bool = False):
-        self.out = check_out(Path(out), overwrite)
+    def __init__(self, out: Path, kind: str, config: dict, overwrite: bool = False, resume: bool = False):
+        self.out = Path(out)
         self.kind = kind
-        self.overwrite = overwrite
         self.tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
-        self.manifest = {"kind": kind, "status": "incomplete", "config": config, "versions": versions(),
-                         "machine": machine(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
-                         "timings": {}}
+        self._adopt: Path | None = None
+        if resume:
+            self._adopt, old = find_resumable(self.out, kind)
+            self.manifest = old
+            self.manifest.setdefault("resumed", []).append(_dt.datetime.now().isoformat(timespec="seconds"))
+        else:
+            check_out(self.out, overwrite)
+            self.manifest = {"kind": kind, "status": "incomplete", "config": config, "versions": versions(),
+                             "machine": machine(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
+                             "timings": {}}
         self._t0 = time.perf_counter()
 
     @property
     def path(self) -> Path:
         return self.tmp
+
+    @property
+    def checkpoints(self) -> Path:
+        """Where a runner saves what ``--resume`` needs (finished cells, epoch checkpoints)."""
+        p = self.tmp / "checkpoints"
+        p.mkdir(exist_ok=True)
+        return p
 
     @property
     def figures(self) -> Path:
@@ -95,23 +134,45 @@ class RunFolder:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
+        if self._adopt is not None:
+            os.replace(self._adopt, self.tmp)
+            for stale in ("report.pdf", "figures"):  # rebuilt at the end
+                p = self.tmp / stale
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        else:
+            self.tmp.mkdir(parents=True)
+        self.manifest["status"] = "incomplete"
         self._write_manifest()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
-            # Leave nothing that looks complete: drop the partial folder.
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            ckpt = self.tmp / "checkpoints"
+            if ckpt.is_dir() and any(ckpt.iterdir()):
+                # Keep what --resume needs, clearly marked incomplete, with no report.
+                self.manifest["status"] = "incomplete"
+                self.manifest["interrupted"] = f"{exc_type.__name__}: {exc}"[:300]
+                (self.tmp / "report.pdf").unlink(missing_ok=True)
+                self._write_manifest()
+                if self.out.exists():
+                    shutil.rmtree(self.out)
+                os.replace(self.tmp, self.out)
+            else:
+                shutil.rmtree(self.tmp, ignore_errors=True)
             return False
         self.manifest["status"] = "complete"
         self.manifest["wall_seconds"] = round(time.perf_counter() - self._t0, 3)
         self.manifest["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
         self._write_manifest()
+        shutil.rmtree(self.tmp / "checkpoints", ignore_errors=True)
         if self.out.exists():
             shutil.rmtree(self.out)
         os.replace(self.tmp, self.out)
         return False
+
+    def save_manifest(self) -> None:
+        """Write the manifest now (it is also written on entry and on exit)."""
+        self._write_manifest()
 
     def time(self, name: str, seconds: float) -> None:
         self.manifest["timings"][name] = round(seconds, 3)
@@ -141,3 +202,18 @@ def read_manifest(run_dir: Path) -> dict:
     if manifest["status"] != "complete":
         raise RunFolderError(f"{run_dir} is marked {manifest['status']!r}: the run did not finish; rerun it")
     return manifest
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread when the process gets SIGTERM, so cleanup runs as for Ctrl-C."""
+
+
+def terminate_as_interrupt() -> None:
+    """Make SIGTERM behave like Ctrl-C (the run folder is then left marked incomplete)."""
+    def handler(signum, frame):
+        raise Interrupted(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. inside a test runner's worker)
+        pass

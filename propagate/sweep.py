@@ -10,8 +10,10 @@ same seed would give).  The engine's results equal a naive per-depth loop; tests
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -181,10 +183,12 @@ def plan_chunks(config: SweepConfig, width: int, n_members: int) -> int:
 
 # ------------------------------------------------------------------------------------------
 def run_sweep(config: SweepConfig, progress: Callable[[int, int, str], None] | None = None,
-              inputs: tuple | None = None) -> tuple[pd.DataFrame, dict]:
+              inputs: tuple | None = None, checkpoint_dir: Path | None = None) -> tuple[pd.DataFrame, dict]:
     """Run the grid; returns (layers table, info with timings, GFLOP and the input's description).
 
-    ``progress(done, total, label)`` is called after each engine call.
+    ``progress(done, total, label)`` is called after each engine call.  With ``checkpoint_dir``,
+    each finished call's rows are saved there (exact floats) and calls already saved are skipped,
+    which is how ``--resume`` continues an interrupted sweep to the same result.
     """
     config.validate()
     device = torch.device(config.device)
@@ -217,6 +221,16 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int, str], None] | N
     frames, flops, t_engine = [], 0.0, 0.0
     D, depths = max(config.depths), config.depths
     for done, (width, members, seeds, lsuv) in enumerate(jobs, start=1):
+        label = f"width {width}, {', '.join(i.name for i in members)}, seeds {seeds[0]}–{seeds[-1]}"
+        ckpt = None
+        if checkpoint_dir is not None:
+            ckpt = Path(checkpoint_dir) / (f"w{width}-s{seeds[0]}-{seeds[-1]}-" + "+".join(
+                i.name.replace(":", "_") for i in members) + ".csv")
+            if ckpt.is_file():
+                frames.append(pd.read_csv(ckpt, keep_default_na=True))
+                if progress:
+                    progress(done, len(jobs), label + " (resumed)")
+                continue
         sizes = [config.in_features] + [width] * D
         keys = [(init, seed) for seed in seeds for init in members]
         W, R, B, RB = stacked_weights(keys, sizes, config.out_features, lambda i: bias_for(i, config.bias), device, dtype)
@@ -232,9 +246,17 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int, str], None] | N
         df.insert(0, "init", [keys[m][0] for m in df["member"]])
         df.insert(1, "width", width)
         df.insert(3, "seed", [keys[m][1] for m in df["member"]])
-        frames.append(df.drop(columns="member"))
+        df = df.drop(columns="member")
+        if ckpt is not None:
+            # %.17g round-trips float64 exactly, so a resumed sweep writes the same CSVs.
+            tmp = ckpt.with_suffix(".tmp")
+            df.to_csv(tmp, index=False, float_format="%.17g")
+            os.replace(tmp, ckpt)
+            df = pd.read_csv(ckpt)
+        frames.append(df)
+        del W, R, B, RB, res  # before the next call allocates its own
         if progress:
-            progress(done, len(jobs), f"width {width}, {', '.join(i.name for i in members)}, seeds {seeds[0]}–{seeds[-1]}")
+            progress(done, len(jobs), label)
     layers = pd.concat(frames, ignore_index=True)
     order = {n: k for k, n in enumerate(config.inits)}
     layers = layers.sort_values(["init", "width", "depth", "seed", "layer"], key=lambda s: s.map(order) if s.name == "init" else s,
@@ -269,23 +291,32 @@ def input_pair_correlations(x: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.cosine_similarity(a, b, dim=1).cpu().numpy()
 
 
-def depth_sweep(config: SweepConfig, out, overwrite: bool = False, report: bool = True,
-                progress: Callable[[int, int, str], None] | None = None) -> dict:
+def config_from_manifest(manifest: dict) -> SweepConfig:
+    """The SweepConfig a run folder's manifest records (for --resume)."""
+    fields = SweepConfig.__dataclass_fields__
+    return SweepConfig(**{k: v for k, v in manifest.get("config", {}).items() if k in fields}).validate()
+
+
+def depth_sweep(config: SweepConfig | None, out, overwrite: bool = False, report: bool = True,
+                progress: Callable[[int, int, str], None] | None = None, resume: bool = False) -> dict:
     """Run the sweep and write its run folder (layers, summary, rates, theory CSVs, figures, report, manifest).
 
-    The folder appears at ``out`` only when complete (see :class:`propagate.runfolder.RunFolder`).
-    Returns the manifest, plus ``verdicts``.
+    The folder appears at ``out`` only when complete (see :class:`propagate.runfolder.RunFolder`);
+    an interrupted run leaves it marked incomplete with its finished cells, and
+    ``resume=True`` (config None: the folder's own) continues it.  Returns the manifest.
     """
     from propagate.runfolder import RunFolder
     from propagate.sweep_report import write_outputs
 
-    config.validate()
     # Everything that can fail on bad input happens before the folder exists.
-    folder = RunFolder(out, "depth-sweep", asdict(config), overwrite=overwrite)
+    folder = RunFolder(out, "depth-sweep", asdict(config.validate()) if config else {}, overwrite=overwrite,
+                       resume=resume)
+    if resume:
+        config = config_from_manifest(folder.manifest)
     inputs = sweep_inputs(config)
     with folder as run:
         t0 = time.perf_counter()
-        layers, info = run_sweep(config, progress=progress, inputs=inputs)
+        layers, info = run_sweep(config, progress=progress, inputs=inputs, checkpoint_dir=run.checkpoints)
         run.time("sweep", time.perf_counter() - t0)
         run.manifest.update(input=info["input"], engine={k: v for k, v in info.items() if k != "input"})
         x = inputs[0]

@@ -186,3 +186,56 @@ def test_cli_runs_and_prints_verdicts(tmp_path):
     assert r.exit_code == 0, r.output
     assert "kaiming_normal" in r.output and "explodes" in r.output
     assert not (out / "report.pdf").exists() and (out / "rates.csv").exists()
+
+
+def _wait_for(pred, timeout=120):
+    import time
+
+    t = time.time()
+    while time.time() - t < timeout:
+        if pred():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_interrupted_sweep_resumes_to_the_same_result(tmp_path, sig):
+    """Kill a real sweep after its first finished cell; --resume completes it; CSVs equal an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    args = ["--depths", "1-40", "--widths", "96", "--seeds", "6", "--batch", "192", "--input", "gaussian",
+            "--quiet", "--no-report"]
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "propagate", "depth-sweep", *args, "--out", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpts = lambda: list(tmp_path.glob(".run.partial-*/checkpoints/*.csv"))
+    assert _wait_for(lambda: len(ckpts()) >= 1 or proc.poll() is not None)
+    assert proc.poll() is None, "the sweep finished before it could be interrupted; make the grid bigger"
+    proc.send_signal(getattr(signal, sig))
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    leftover = out if sig == "SIGTERM" else next(tmp_path.glob(".run.partial-*"))
+    manifest = json.loads((leftover / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete"
+    assert not (leftover / "report.pdf").exists() and not (leftover / "layers.csv").exists()
+    if sig == "SIGTERM":
+        assert "interrupted" in manifest and "--resume" in proc.stderr.read().decode()
+    r = CliRunner().invoke(main, ["depth-sweep", "--resume", str(out), "--quiet", "--no-report"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    assert not (out / "checkpoints").exists() and not list(tmp_path.glob(".run.partial-*"))
+    ref = tmp_path / "ref"
+    r = CliRunner().invoke(main, ["depth-sweep", *args, "--out", str(ref)])
+    assert r.exit_code == 0, r.output
+    for name in ("layers", "summary", "rates", "theory"):
+        assert (out / f"{name}.csv").read_bytes() == (ref / f"{name}.csv").read_bytes(), name
+
+
+def test_resume_errors(tmp_path):
+    r = CliRunner().invoke(main, ["depth-sweep", "--resume", str(tmp_path / "nothing"), "--quiet"])
+    assert r.exit_code == 2 and "no interrupted depth-sweep run" in r.output

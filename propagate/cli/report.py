@@ -174,7 +174,9 @@ def build(folders: list[Path], out: Path) -> Path:
         if manifest["kind"] == "depth-sweep":
             from propagate.sweep_report import build_report
 
-            return build_report(folder, out, manifest=manifest)
+            # The run built its report before it finished, so its manifest had no wall_seconds yet (build_report
+            # prints "Wall time" only when present): leave it out to rebuild the very report the run wrote.
+            return build_report(folder, out, manifest={k: v for k, v in manifest.items() if k != "wall_seconds"})
         from propagate.plots_train import build_mnist_report
 
         return build_mnist_report(folder, out)

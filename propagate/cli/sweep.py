@@ -7,7 +7,7 @@ import click
 
 from propagate.cli.common import IntList, NameList, resolve_device, user_errors
 from propagate.data import MnistError
-from propagate.runfolder import RunFolderError, default_out
+from propagate.runfolder import RunFolderError, default_out, terminate_as_interrupt
 from propagate.sweep import DEFAULT_INITS, INPUTS, SweepConfig, SweepError, depth_sweep
 
 
@@ -29,12 +29,18 @@ from propagate.sweep import DEFAULT_INITS, INPUTS, SweepConfig, SweepError, dept
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with MNIST IDX files.")
 @click.option("--out", type=click.Path(), default=None, help="Run folder [runs/depth-sweep-<timestamp>].")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--resume", type=click.Path(), default=None,
+              help="Continue the interrupted sweep in this folder from its finished cells (its own configuration).")
 @click.option("--no-report", is_flag=True, help="Skip the PDF report.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors(SweepError, RunFolderError, MnistError)
 def depth_sweep_cmd(max_depth, min_depth, depths, inits, widths, seeds, batch, input_, bias, activation, dtype, device,
-                    data_dir, out, overwrite, no_report, quiet):
+                    data_dir, out, overwrite, resume, no_report, quiet):
     """MLPs of every depth under each initializer: variance, gradients, dead ReLUs, theory, report."""
+    if resume:
+        if out and out != resume:
+            raise click.BadParameter("give either --resume DIR or --out, not both", param_hint="--resume")
+        return _run(None, resume, False, not no_report, quiet, resume=True)
     if depths is None:
         if min_depth > max_depth:
             raise click.BadParameter(f"{min_depth} > --max-depth {max_depth}; lower --min-depth", param_hint="--min-depth")
@@ -43,7 +49,11 @@ def depth_sweep_cmd(max_depth, min_depth, depths, inits, widths, seeds, batch, i
     config = SweepConfig(depths=depths, inits=inits, widths=widths, seeds=seeds, batch=batch, input=input_,
                          bias=bias, activation=activation, dtype=dtype, device=str(dev), data_dir=data_dir)
     config.validate()
-    out = out or default_out("depth-sweep")
+    return _run(config, out or default_out("depth-sweep"), overwrite, not no_report, quiet)
+
+
+def _run(config, out, overwrite, report, quiet, resume=False):
+    terminate_as_interrupt()
     bar = None
     if not quiet:
         from tqdm import tqdm
@@ -55,10 +65,18 @@ def depth_sweep_cmd(max_depth, min_depth, depths, inits, widths, seeds, batch, i
             bar.total = total
             bar.set_postfix_str(label, refresh=False)
             bar.update(1)
+            if done == total:
+                bar.close()  # tables, figures and the report follow
 
     t0 = time.perf_counter()
     try:
-        manifest = depth_sweep(config, out, overwrite=overwrite, report=not no_report, progress=progress)
+        manifest = depth_sweep(config, out, overwrite=overwrite, report=report, progress=progress, resume=resume)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        click.echo(f"interrupted: finished cells kept in {out} (marked incomplete); "
+                   f"continue with: propagate depth-sweep --resume {out}", err=True)
+        raise SystemExit(130)
     finally:
         if bar is not None:
             bar.close()
