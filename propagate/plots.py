@@ -39,39 +39,47 @@ def _facet(df, widths):
     return widths if len(widths) > 1 else [widths[0]]
 
 
-def forward_variance(layers: pd.DataFrame, th: pd.DataFrame) -> plt.Figure:
-    """Fig. 1: log10 pre-activation variance vs layer in the deepest net; CI band over seeds; theory dashed."""
+def _signal_figure(layers, th, ycol, tcol, anchor_top, ylabel, xlabel, title) -> plt.Figure:
+    """Measured log10 variance vs layer (CI band over seeds) with theory dashed, and below it the
+    measured minus theory, where agreement can be read at a finer scale than decades."""
     deep = deepest(layers)
     widths = sorted(deep["width"].unique())
     pal = _palette(_inits(layers))
-    fig, axes = plt.subplots(1, len(widths), figsize=(7.5 * len(widths) ** 0.5, 5), squeeze=False, sharey=True)
-    for ax, w in zip(axes[0], widths):
-        sns.lineplot(deep[deep["width"] == w], x="layer", y="log10_preact_var", hue="init", palette=pal,
-                     errorbar=CI, ax=ax, lw=1.8)
-        _theory_lines(ax, th[th["width"] == w], "log10_q", pal)
-        ax.set(xlabel="layer l (deepest net)", ylabel="log10 Var(z^l)  (pre-activation variance)",
-               title=f"Forward signal, width {w}")
+    fig, axes = plt.subplots(2, len(widths), figsize=(7.5 * len(widths) ** 0.5, 7.2), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [2.2, 1]})
+    for col, w in enumerate(widths):
+        ax, rax = axes[0][col], axes[1][col]
+        d = deep[deep["width"] == w]
+        t = th[th["width"] == w]
+        sns.lineplot(d, x="layer", y=ycol, hue="init", palette=pal, errorbar=CI, ax=ax, lw=1.8)
+        anchor = None
+        if anchor_top:
+            anchor = d[d["layer"] == d["layer"].max()].groupby("init")[ycol].mean().to_dict()
+        _theory_lines(ax, t, tcol, pal, anchor=anchor)
+        ax.set(xlabel="", ylabel=ylabel, title=f"{title}, width {w}")
         ax.legend(fontsize=8, loc="best")
+        ref = t[["init", "layer", tcol]].copy()
+        if anchor:
+            ref[tcol] = ref[tcol] + ref["init"].map(anchor)
+        res = d.merge(ref, on=["init", "layer"]).assign(residual=lambda r: r[ycol] - r[tcol])
+        sns.lineplot(res, x="layer", y="residual", hue="init", palette=pal, errorbar=CI, ax=rax, lw=1.4, legend=False)
+        rax.axhline(0, color="0.3", ls="--", lw=1)
+        rax.set(xlabel=xlabel, ylabel="measured − theory\n(log10)")
     fig.tight_layout()
     return fig
+
+
+def forward_variance(layers: pd.DataFrame, th: pd.DataFrame) -> plt.Figure:
+    """Fig. 1: log10 pre-activation variance vs layer in the deepest net; CI band over seeds; theory dashed."""
+    return _signal_figure(layers, th, "log10_preact_var", "log10_q", False,
+                          "log10 Var(z^l)  (pre-activation variance)", "layer l (deepest net)", "Forward signal")
 
 
 def backward_variance(layers: pd.DataFrame, th: pd.DataFrame) -> plt.Figure:
     """Fig. 2: log10 back-propagated gradient variance vs layer; theory anchored at the top hidden layer."""
-    deep = deepest(layers)
-    widths = sorted(deep["width"].unique())
-    pal = _palette(_inits(layers))
-    fig, axes = plt.subplots(1, len(widths), figsize=(7.5 * len(widths) ** 0.5, 5), squeeze=False, sharey=True)
-    for ax, w in zip(axes[0], widths):
-        d = deep[deep["width"] == w]
-        sns.lineplot(d, x="layer", y="log10_preact_grad_var", hue="init", palette=pal, errorbar=CI, ax=ax, lw=1.8)
-        top = d[d["layer"] == d["layer"].max()].groupby("init")["log10_preact_grad_var"].mean().to_dict()
-        _theory_lines(ax, th[th["width"] == w], "log10_grad_rel", pal, anchor=top)
-        ax.set(xlabel="layer l (deepest net); gradients travel right to left",
-               ylabel="log10 Var(dL/dz^l)  (gradient variance)", title=f"Backward signal, width {w}")
-        ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return fig
+    return _signal_figure(layers, th, "log10_preact_grad_var", "log10_grad_rel", True,
+                          "log10 Var(dL/dz^l)  (gradient variance)",
+                          "layer l (deepest net); gradients travel right to left", "Backward signal")
 
 
 def _vs_depth(summary: pd.DataFrame, col: str, ylabel: str, title: str) -> plt.Figure:
@@ -164,7 +172,9 @@ def correlation(layers: pd.DataFrame, th: pd.DataFrame) -> plt.Figure:
     L = np.arange(1, deep["layer"].max() + 1)
     if "c" in t and t["c"].notna().any():
         axes[1].plot(tc.index, 1 - tc.values, "k--", lw=1.4, label="c map")
-    axes[1].plot(L, theory.c_map_asymptote(L, complement=True), ":", color="0.35", lw=1.4, label="9π²/(2l²)")
+        l0 = float(theory.c_map_offset(float(tc.iloc[0])))
+        axes[1].plot(L, theory.c_map_asymptote(L, l0=l0, log_correction=True, complement=True), ":", color="0.35",
+                     lw=1.6, label=f"9π²/(2(l + 1.5 ln l + {l0:.2f})²)")
     axes[1].set(xscale="log", yscale="log", xlabel="layer l (log scale)", ylabel="1 − c^l (log scale)",
                 title="Polynomial approach to c = 1")
     axes[1].legend(fontsize=8)

@@ -33,28 +33,34 @@ CAPTIONS = {
     "1_forward_variance": "Forward pass. Each solid line is the mean over seeds of log10 Var(z^l) in the deepest net, "
                           "with a 95% band; dashed lines are the mean-field q map computed from each initializer's "
                           "weight variance and the actual fans. A flat line means the signal keeps its size; a "
-                          "slope of s means ×10^s per layer. Look for solid and dashed lines lying on each other.",
+                          "slope of s means ×10^s per layer. Look for solid and dashed lines lying on each other; the lower "
+                          "panel shows measured minus theory in log10 units (0 = exact agreement; finite width "
+                          "makes individual nets wander around it).",
     "2_backward_variance": "Backward pass. log10 variance of the loss gradient with respect to each layer's "
                            "pre-activations in the deepest net; gradients start at the readout (right) and travel "
                            "left. Dashed: the theory's per-layer factor fan_out·Var(W)/2, anchored at the measured "
                            "top hidden layer. A line falling to the left means gradients vanish before reaching "
-                           "the first layers.",
+                           "the first layers. Lower panel: measured minus theory (log10).",
     "3_output_variance": "Network output (readout pre-activation) variance against depth, mean and 95% t-interval "
                          "over seeds. The slope against depth is the forward rate; the intercept reflects the "
                          "input layer (fan_in 784).",
     "4_first_layer_gradient": "Frobenius norm of the first layer's weight gradient against depth: how strongly the "
                               "first layer learns as the net gets deeper. Vanishing (falling) or exploding (rising) "
                               "lines mean the first layer's step size depends on depth exponentially.",
-    "5_dead_units": "Fraction of dead ReLUs (zero for every example of the batch) against depth. With zero biases and "
-                    "symmetric weights a unit is dead only by chance; the fraction grows when the layer's inputs "
-                    "become highly correlated, since then units agree on every example.",
+    "5_dead_units": "Fraction of dead ReLUs (zero for every example of the batch) against depth, mean and 95% "
+                    "t-interval over seeds. A unit dies when its pre-activation is negative on every example; that "
+                    "becomes likely as depth drives the inputs' correlation towards 1 (figure 7), whatever the "
+                    "weight scale. With zero biases, initializers of one family (N(0, σ²) for any σ) differ only by "
+                    "a per-layer scale, and ReLU's sign pattern ignores scale: with the same seeds their dead "
+                    "fractions are identical, so their lines lie on top of each other.",
     "6_variance_heatmap": "log10 Var(z^l) for every (depth, layer) cell, mean over seeds (white = 1, blue = smaller, "
                           "red = larger). Each column is one net. The colour should depend on the layer, not on "
                           "the depth of the net, since layer l of every depth is the same draw.",
     "7_correlation": "Correlation between the pre-activations of pairs of inputs, against the mean-field c map "
                      "c' = (1/π)(√(1−c²) + (π − arccos c)c) started from the inputs' own correlations (dashed). "
-                     "Right: 1 − c on log–log axes; ReLU nets approach c = 1 only polynomially, 1 − c ≈ 9π²/(2l²) "
-                     "(dotted; the exact offset has a log l term), so deep ReLU nets slowly forget how inputs differ.",
+                     "Right: 1 − c on log–log axes; ReLU nets approach c = 1 only polynomially, 1 − c ≈ 9π²/(2ℓ²) "
+                     "with ℓ = l + 1.5 ln l + l₀ (dotted; l₀ from the starting correlation — the bare 9π²/(2l²) "
+                     "overstates 1 − c by 41% at l = 50), so deep ReLU nets slowly forget how inputs differ.",
 }
 
 
