@@ -34,6 +34,47 @@ LOG10_2 = math.log10(2.0)
 HOMOGENEOUS = ("relu", "leaky_relu", "linear")
 # Cap on one wgrad chunk's elements (its (n_out × n_in) products), to bound memory.
 _CHUNK_ELEMS = 1 << 24
+_FAST_BF16: dict[str, bool] = {}
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bfloat16 matmuls beat float32 by 1.5× here (CPUs with AVX512-BF16/AMX); measured once."""
+    if device.type != "cpu":
+        return False
+    if "cpu" not in _FAST_BF16:
+        import time
+
+        a = torch.randn(4, 256, 256)
+
+        def best(x):
+            torch.bmm(x, x)
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                torch.bmm(x, x)
+                times.append(time.perf_counter() - t)
+            return min(times)
+
+        _FAST_BF16["cpu"] = best(a.bfloat16()) * 1.5 < best(a)
+    return _FAST_BF16["cpu"]
+
+
+def resolve_wgrad_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """``float32`` (exact to float32 rounding), ``bfloat16``, or ``auto`` (bfloat16 where it is fast).
+
+    Only the weight-gradient *norms* use it: ||gᵀh||_F from bfloat16 copies of g and h with float32
+    accumulation.  Opt-in, not the default: on the default sweep (width 512, batch 512, MNIST) it
+    shifts log10 norms by 1e-5 (median) to 2e-4 (max), more at small widths and batches — below the
+    seed-to-seed spread but not exact — for a 1.75× faster weight-gradient step where the CPU has
+    bfloat16 units (2.4× for the bare matmul).  Everything that propagates stays in the working dtype.
+    """
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if precision == "auto":
+        return torch.bfloat16 if bf16_is_fast(device) else None
+    raise ValueError(f"wgrad precision {precision!r}: use auto, float32 or bfloat16")
 
 
 def _phi(z, activation, slope):
@@ -72,10 +113,21 @@ def _pow2_exponent(sq: torch.Tensor) -> torch.Tensor:
     return torch.where(ok, k, torch.zeros_like(k))
 
 
-def _scale(t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """t · 2^-k with k broadcast over the trailing dims (exact: a power of two)."""
+# Rescale only once the stored values drift this many binades from 1: float32 holds 2^±126, and
+# skipping most rescales saves a full pass over the stacked gradients per layer.
+_DRIFT = 20
+
+
+def _rescale(t: torch.Tensor, sq: torch.Tensor, e: torch.Tensor):
+    """Bring stored values back near unit scale when they drift: t · 2^-k, e + k (exact: a power of two).
+
+    ``sq`` is the per-member (or per-slot) mean square of ``t``; returns (t, sq, e) updated.
+    """
+    k = _pow2_exponent(sq)
+    if not bool((k.abs() >= _DRIFT).any()):
+        return t, sq, e
     shape = k.shape + (1,) * (t.dim() - k.dim())
-    return t * torch.exp2(-k).to(t.dtype).reshape(shape)
+    return t * torch.exp2(-k).to(t.dtype).reshape(shape), sq * torch.exp2(-2 * k), e + k
 
 
 def _act_summary(h: torch.Tensor):
@@ -139,7 +191,8 @@ class StackResult:
 def propagate_stack(x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor], readout: torch.Tensor,
                     depths: list[int], biases: list[torch.Tensor] | None = None,
                     readout_bias: torch.Tensor | None = None, activation: str = "relu",
-                    negative_slope: float = 0.01, lsuv: bool = False, lsuv_tol: float = 0.1) -> StackResult:
+                    negative_slope: float = 0.01, lsuv: bool = False, lsuv_tol: float = 0.1,
+                    wgrad_precision: str = "float32") -> StackResult:
     """Forward and backward statistics of every requested depth of a stack of M MLPs.
 
     ``weights[l-1]``: (M, n_l, n_{l-1}) hidden weights; ``readout``: (M, n_out, n) shared by every
@@ -149,6 +202,7 @@ def propagate_stack(x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor
     otherwise everything runs in float64 without rescaling.
     ``lsuv``: treat the weights as LSUV's orthogonal pre-init and rescale each layer's weight (and
     each depth's readout) so its output variance is 1 unless already within ``lsuv_tol`` of 1.
+    ``wgrad_precision``: see :func:`resolve_wgrad_precision` (float64 runs ignore it).
     """
     depths = sorted(set(int(d) for d in depths))
     D = depths[-1]
@@ -166,6 +220,7 @@ def propagate_stack(x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor
     bs = None if biases is None else [b.to(dtype) for b in biases[:D]]
     rb = None if readout_bias is None else readout_bias.to(dtype)
     onehot = torch.nn.functional.one_hot(y.to(dev), R.shape[1]).to(torch.float64)
+    low = resolve_wgrad_precision(wgrad_precision, dev) if dtype == torch.float32 else None
     f64 = dict(dtype=torch.float64, device=dev)
 
     hidden = {k: torch.full((M, D), float("nan"), **f64) for k in
@@ -213,10 +268,7 @@ def propagate_stack(x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor
             w_log2[:, l - 1] = lsuv_log2(torch.clamp(zsq - zm ** 2, min=0), e)
             e = e + w_log2[:, l - 1]
         if exact:
-            k = _pow2_exponent(_mean_sq(z, (1, 2))[1])
-            z = _scale(z, k)
-            e = e + k
-            del k
+            z, _, e = _rescale(z, _mean_sq(z, (1, 2))[1], e)
         E[:, l] = e
         h = _phi(z, activation, negative_slope)
         record(hidden, l - 1, z, h, e)
@@ -259,21 +311,26 @@ def propagate_stack(x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor
             order.append(j)
         gmean, gsq = _mean_sq(G, (2, 3))
         if exact:
-            k = _pow2_exponent(gsq)
-            G = _scale(G, k)
-            GE = GE + k
-            gmean, gsq = gmean * torch.exp2(-k), gsq * torch.exp2(-2 * k)
+            G2, gsq2, GE = _rescale(G, gsq, GE)
+            if G2 is not G:
+                gmean = gmean * (gsq2 / gsq).sqrt()
+                gmean = torch.where(torch.isfinite(gmean), gmean, torch.zeros_like(gmean))
+                G, gsq = G2, gsq2
         idx = torch.tensor(order, device=dev)
         grad["log10_preact_grad_var"][:, idx, l - 1] = torch.log10(torch.clamp(gsq - gmean ** 2, min=0)) + 2 * GE * LOG10_2
         # Weight gradient dL/dW^l = g^T h^{l-1}, its Frobenius norm per (member, depth), in chunks.
         hin = x.expand(M, *x.shape) if l == 1 else hs[l - 2]
+        if low is not None:
+            hin = hin.to(low)
         K = G.shape[1]
         step = max(1, _CHUNK_ELEMS // (M * G.shape[3] * hin.shape[2]))
         norms = []
         for s in range(0, K, step):
-            gk = G[:, s:s + step].transpose(-1, -2)                 # (M, c, n_l, B)
-            prod = torch.matmul(gk, hin[:, None])                   # (M, c, n_l, n_{l-1})
-            norms.append(torch.linalg.vector_norm(prod, dim=(-2, -1)).double())
+            gk = G[:, s:s + step]
+            gk = (gk.to(low) if low is not None else gk).transpose(-1, -2)   # (M, c, n_l, B)
+            prod = torch.matmul(gk, hin[:, None])                             # (M, c, n_l, n_{l-1})
+            acc = {"dtype": torch.float32} if low is not None else {}  # float32 accumulation of bf16 products
+            norms.append(torch.linalg.vector_norm(prod, dim=(-2, -1), **acc).double())
         wn = torch.cat(norms, dim=1)
         grad["log10_weight_grad_norm"][:, idx, l - 1] = torch.log10(wn) + (GE + E[:, l - 1:l]) * LOG10_2
         if l > 1:

@@ -46,7 +46,8 @@ class SweepConfig:
     device: str = "cpu"
     in_features: int = 784
     out_features: int = 10
-    memory_budget_gb: float | None = None  # None: min(3 GiB, 60% of available memory) per engine call
+    memory_budget_gb: float | None = None  # None: calls of ~3 GiB; refuse nets over 80% of available memory
+    wgrad_precision: str = "float32"  # weight-gradient norms: float32 (exact) | bfloat16 | auto (opt-in speed)
     data_dir: str | None = None
 
     def validate(self) -> "SweepConfig":
@@ -66,6 +67,8 @@ class SweepConfig:
             raise SweepError(f"--batch: {self.batch} > 10000 MNIST test images; lower --batch or use --input gaussian")
         if self.activation not in ACTIVATIONS:
             raise SweepError(f"--activation: {self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        if self.wgrad_precision not in ("auto", "float32", "bfloat16"):
+            raise SweepError(f"--wgrad-precision: {self.wgrad_precision!r}; use auto, float32 or bfloat16")
         if self.dtype not in ("float32", "float64"):
             raise SweepError(f"--dtype: {self.dtype!r}; use float32 or float64")
         if not self.inits:
@@ -237,7 +240,7 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int, str], None] | N
         keys = [(init.name, seed) for init, seed in keys]
         t1 = time.perf_counter()
         res = propagate_stack(x, y, W, R, depths, biases=B, readout_bias=RB, activation=config.activation,
-                              lsuv=lsuv)
+                              lsuv=lsuv, wgrad_precision=config.wgrad_precision)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t_engine += time.perf_counter() - t1

@@ -21,12 +21,26 @@ Signals: at step 0, every ``record_every`` optimizer steps and at the last step,
 current weights are loaded into a scratch :class:`~propagate.nets.MLP` and the
 :class:`~propagate.recorder.Recorder` watches one forward + backward pass of the cross-entropy on
 a fixed batch of training images (the same images for every run and step).
+
+Checkpoints (``train(..., checkpoint_dir=DIR)``): at the end of every epoch the stacked model,
+the optimizer state, the shuffle generators' states and the metrics/signals rows so far are saved
+to ``DIR/epoch-NNNN.pt`` (tensors and plain Python values only, read back with
+``torch.load(weights_only=True)``); a later call with the same configuration and ``DIR``
+continues after the last saved epoch and ends with the same tables, bit for bit (timing columns
+aside), as a run that was never interrupted.
+
+Memory: :func:`estimate_bytes` predicts a run's peak memory and :func:`check_memory` refuses a
+configuration that cannot fit before anything is allocated.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+import pickle
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -40,12 +54,14 @@ from propagate.nets import MLP, NetError, hidden_widths, make_activation
 from propagate.recorder import Recorder
 
 __all__ = ["TrainError", "TrainResult", "StackedMLP", "train", "shuffle_generator", "prepare_data",
-           "make_optimizer", "MNIST_DEFAULT_BIAS", "COMPARE_INITS", "METRIC_COLUMNS", "SIGNAL_EXTRA"]
+           "make_optimizer", "estimate_bytes", "check_memory", "latest_checkpoint", "MNIST_DEFAULT_BIAS",
+           "COMPARE_INITS", "METRIC_COLUMNS", "SIGNAL_EXTRA", "TIMING_COLUMNS"]
 
 MNIST_DEFAULT_BIAS = "torch_default"      # biases as nn.Linear leaves them: U(±1/√fan_in)
 COMPARE_INITS = ("xavier", "he", "normal")  # what ``--init all`` compares
 METRIC_COLUMNS = ("init", "seed", "epoch", "step", "train_loss", "test_loss", "test_acc", "seconds")
 SIGNAL_EXTRA = ("init", "seed", "step", "epoch", "batch_loss", "batch_acc")
+TIMING_COLUMNS = ("seconds",)  # the only columns that differ between identical runs
 RECORD_BATCH = 512          # training images the Recorder watches
 INIT_LOSS_SAMPLES = 10_000  # training images the epoch-0 training loss is measured on
 EVAL_CHUNK = 2_000
@@ -299,6 +315,143 @@ def validate(*, inits=("he",), seeds=1, epochs=10, batch_size=64, lr=1e-3, optim
 
 
 # --------------------------------------------------------------------------------------------
+# Memory
+MNIST_TRAIN, MNIST_TEST, PIXELS = 60_000, 10_000, 784
+
+
+def _arch_counts(hidden=None, depth=None, width=None, in_features=PIXELS, out_features=10) -> tuple[int, int]:
+    """(parameters, units summed over the layers) of one MLP, without building its widths list."""
+    if depth is not None:
+        d, w = int(depth), int(512 if width is None else width)
+        if d == 0:
+            return in_features * out_features + out_features, out_features
+        params = in_features * w + (d - 1) * w * w + w * out_features + d * w + out_features
+        return params, d * w + out_features
+    sizes = [in_features, *[int(h) for h in hidden], out_features]
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    return params, sum(sizes[1:])
+
+
+def estimate_bytes(runs: int, hidden=(512, 256), depth=None, width=None, batch_size: int = 64,
+                   optimizer: str = "adam", momentum: float = 0.0, n_train: int = MNIST_TRAIN,
+                   n_test: int = MNIST_TEST, record_batch: int = RECORD_BATCH, in_features: int = PIXELS,
+                   out_features: int = 10, data: bool = True) -> dict[str, int]:
+    """Peak memory of training ``runs`` stacked MLPs, by part (bytes, float32), and the ``total``.
+
+    * ``parameters``: weights, gradients and optimizer state of every run (Adam keeps two
+      moments, SGD with momentum one, plain SGD none), plus the scratch MLP the Recorder uses;
+    * ``activations``: the larger of one training step (the gathered batch, and per layer the
+      pre-activation, activation and their gradients of every run), one evaluation chunk, and
+      the recorder's batch, plus the epoch's shuffle permutations (int64, per run);
+    * ``data`` (with ``data=True``): MNIST as uint8 arrays and as float32 tensors.
+    """
+    R = int(runs)
+    params, units = _arch_counts(hidden, depth, width, in_features, out_features)
+    states = 2 if optimizer == "adam" else (1 if momentum else 0)
+    parts = {"parameters": 4 * ((2 + states) * R * params + 2 * params)}
+    B = int(batch_size)
+    step = 4 * R * B * (in_features + 4 * units) + 8 * 3 * R * B
+    evaluate = 4 * R * min(EVAL_CHUNK, n_test) * (in_features + 2 * units)
+    record = 4 * record_batch * (in_features + 4 * units)
+    perms = 8 * 2 * R * n_train
+    parts["activations"] = max(step, evaluate, record) + perms
+    images = (n_train + n_test) * in_features
+    parts["data"] = (images * (1 + 4) + 9 * (n_train + n_test)) if data else 0
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**40:.1f} TiB" if n >= 2**40 else f"{n / 2**30:.1f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
+
+
+def check_memory(runs: int, available: int | None = None, **arch) -> dict[str, int]:
+    """Refuse (TrainError, one line) a training run whose :func:`estimate_bytes` exceeds ``available``
+    (default: the machine's available memory); returns the estimate otherwise."""
+    if available is None:
+        from propagate.sweep import available_bytes
+
+        available = available_bytes()
+    est = estimate_bytes(runs, **arch)
+    if est["total"] <= available:
+        return est
+    fixes = {"parameters": "--seeds or --inits (fewer runs) or --hidden/--width/--depth (smaller nets)",
+             "activations": "--batch-size, --seeds or --inits",
+             "data": "nothing else: the data alone does not fit; use a machine with more memory"}
+    worst = max(("parameters", "activations", "data"), key=lambda k: est[k])
+    raise TrainError(f"training {runs} run(s) needs ~{_gib(est['total'])} (parameters and optimizer state "
+                     f"{_gib(est['parameters'])}, activations {_gib(est['activations'])}, data {_gib(est['data'])}) "
+                     f"but {_gib(available)} is available; lower {fixes[worst]}")
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+CHECKPOINT_FORMAT = 1
+CHECKPOINT_PATTERN = "epoch-*.pt"
+
+
+def _checkpoint_path(directory: Path, epoch: int) -> Path:
+    return Path(directory) / f"epoch-{epoch:04d}.pt"
+
+
+def latest_checkpoint(directory) -> Path | None:
+    """The newest complete epoch checkpoint in ``directory`` (None when there is none)."""
+    if directory is None or not Path(directory).is_dir():
+        return None
+    found = []
+    for p in Path(directory).glob(CHECKPOINT_PATTERN):
+        try:
+            found.append((int(p.stem.split("-", 1)[1]), p))
+        except ValueError:
+            continue
+    return max(found)[1] if found else None
+
+
+def _fingerprint(cfg: dict) -> str:
+    """What must match for a checkpoint to be continued (the configuration, as JSON)."""
+    return json.dumps({k: cfg[k] for k in sorted(cfg)}, sort_keys=True, default=str)
+
+
+def _frame_to_plain(df: pd.DataFrame) -> dict:
+    """A DataFrame as plain Python lists (exact floats), loadable with ``weights_only=True``."""
+    return {"columns": [str(c) for c in df.columns], "data": [df[c].tolist() for c in df.columns]}
+
+
+def _frame_from_plain(obj: dict) -> pd.DataFrame:
+    return pd.DataFrame(dict(zip(obj["columns"], obj["data"])), columns=obj["columns"])
+
+
+def _save_checkpoint(directory: Path, epoch: int, state: dict) -> Path:
+    """Write ``epoch-NNNN.pt`` atomically (temp file + rename), then drop older epochs."""
+    path = _checkpoint_path(directory, epoch)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    for old in Path(directory).glob(CHECKPOINT_PATTERN):
+        if old != path:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def _load_checkpoint(path: Path, fingerprint: str) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise TrainError(f"checkpoint {path} is unreadable ({err.__class__.__name__}); delete it to restart from "
+                         "the previous one, or start a new run with --out") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainError(f"checkpoint {path} is not a propagate training checkpoint; start a new run with --out")
+    if state.get("fingerprint") != fingerprint:
+        raise TrainError(f"checkpoint {path} was written by a run with another configuration; resume with the "
+                         "run's own configuration or start a new run with --out")
+    return state
+
+
+# --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def _evaluate(model: StackedMLP, x: torch.Tensor, y: torch.Tensor, chunk: int = EVAL_CHUNK):
     """Mean cross-entropy and accuracy of every run on (x, y): two float64 tensors of shape (R,)."""
@@ -319,7 +472,7 @@ def train(inits=("he",), seeds=1, epochs: int = 10, batch_size: int = 64, lr: fl
           momentum: float = 0.0, hidden: Sequence[int] = (512, 256), depth: int | None = None, width: int | None = None,
           activation: str = "relu", bias=MNIST_DEFAULT_BIAS, record_every: int = 200, train_limit: int | None = None,
           device="cpu", data=None, progress: Callable[[str, dict], None] | None = None, progress_every: int = 25,
-          record_batch: int = RECORD_BATCH) -> TrainResult:
+          record_batch: int = RECORD_BATCH, checkpoint_dir=None, check_mem: bool = True) -> TrainResult:
     """Train every (init, seed) on MNIST together; return tidy ``metrics`` and ``signals`` tables.
 
     inits: names (any registered initializer or alias; ``"all"`` = xavier, he, normal).
@@ -339,6 +492,12 @@ def train(inits=("he",), seeds=1, epochs: int = 10, batch_size: int = 64, lr: fl
     images; ``step`` = optimizer steps so far; ``seconds`` = wall time since training began.
     ``signals``: the Recorder's columns plus init, seed, step, epoch (fractional: step / steps
     per epoch), and the loss and accuracy on the recorded batch.
+
+    checkpoint_dir: save a checkpoint there at the end of every epoch, and continue from the
+    newest one found there (same configuration required; see the module docstring).  The
+    ``"start"`` event's ``info["resumed_epoch"]`` is the epoch continued after (0: a fresh start).
+    check_mem: refuse (TrainError) a configuration whose :func:`estimate_bytes` exceeds the
+    machine's available memory, before the models are built.
     """
     t_start = time.perf_counter()
     device = torch.device(device)
@@ -361,6 +520,10 @@ def train(inits=("he",), seeds=1, epochs: int = 10, batch_size: int = 64, lr: fl
     runs = [(lab, s) for lab in labels for s in seed_list]
     R = len(runs)
     timings: dict[str, float] = {}
+    if check_mem:
+        check_memory(R, hidden=cfg["hidden"], batch_size=B, optimizer=cfg["optimizer"], momentum=cfg["momentum"],
+                     n_train=N, n_test=x_te.shape[0], record_batch=cfg["record_batch"], in_features=in_features,
+                     out_features=out_features, data=False)  # the data is already in memory
 
     # Fixed record batch: the same training images for every run and step.
     rec_idx = torch.randperm(N, generator=torch.Generator().manual_seed(20150206))[:cfg["record_batch"]].to(device)
@@ -375,6 +538,7 @@ def train(inits=("he",), seeds=1, epochs: int = 10, batch_size: int = 64, lr: fl
         _inits.initialize(net, cfg["init_names"][lab], seed=s, bias=bias, data=x_rec.cpu())
         mlps.append(net)
     model = StackedMLP(mlps).to(device)
+    del mlps, net  # R copies of the parameters: free them before the optimizer allocates its state
     scratch = MLP(**arch, device=device)
     opt = make_optimizer(model.parameters(), cfg["optimizer"], cfg["lr"], cfg["momentum"])
     timings["init"] = time.perf_counter() - t0
@@ -387,6 +551,8 @@ def train(inits=("he",), seeds=1, epochs: int = 10, batch_size: int = 64, lr: fl
 
     signal_frames: list[pd.DataFrame] = []
     t_record = 0.0
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    fingerprint = _fingerprint(cfg)
 
     def record(step: int) -> None:
         nonlocal t_record
@@ -410,13 +576,28 @@ def train(inits=("he",), seeds=1, epochs: int = 10, batch_size: int = 64, lr: fl
 
     metric_rows: list[dict] = []
     t_eval = 0.0
+    t_loop = 0.0
+    step, start_epoch, seconds_before = 0, 1, 0.0
+    resume_from = latest_checkpoint(ckpt_dir)
+    if resume_from is not None:
+        state = _load_checkpoint(resume_from, fingerprint)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        for g, g_state in zip(gens, state["generators"], strict=True):
+            g.set_state(g_state)
+        metric_rows = list(state["metrics"])
+        signal_frames = [_frame_from_plain(state["signals"])]
+        step, start_epoch = int(state["step"]), int(state["epoch"]) + 1
+        seconds_before = float(state["seconds"])
+        t_loop, t_record, t_eval = (float(state["timings"][k]) for k in ("train_loop", "record", "evaluate"))
+        del state
 
     def evaluate(epoch: int, step: int, train_loss: torch.Tensor, since: float) -> list[dict]:
         nonlocal t_eval
         t = time.perf_counter()
         test_loss, test_acc = _evaluate(model, x_te, y_te)
         t_eval += time.perf_counter() - t
-        seconds = time.perf_counter() - since
+        seconds = seconds_before + time.perf_counter() - since
         rows = [dict(init=lab, seed=s, epoch=epoch, step=step, train_loss=float(train_loss[r]),
                      test_loss=float(test_loss[r]), test_acc=float(test_acc[r]), seconds=seconds)
                 for r, (lab, s) in enumerate(runs)]
@@ -424,16 +605,29 @@ def train(inits=("he",), seeds=1, epochs: int = 10, batch_size: int = 64, lr: fl
         return rows
 
     emit = progress or (lambda event, info: None)
-    emit("start", dict(runs=runs, epochs=cfg["epochs"], steps_per_epoch=steps_per_epoch, total_steps=total_steps))
+    emit("start", dict(runs=runs, epochs=cfg["epochs"], steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                       resumed_epoch=start_epoch - 1))
+
+    def checkpoint(epoch: int) -> None:
+        if ckpt_dir is None:
+            return
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        signals_so_far = pd.concat(signal_frames, ignore_index=True)
+        signal_frames[:] = [signals_so_far]  # concatenate once per epoch, not all again at every save
+        _save_checkpoint(ckpt_dir, epoch, dict(
+            format=CHECKPOINT_FORMAT, fingerprint=fingerprint, epoch=epoch, step=step,
+            model=model.state_dict(), optimizer=opt.state_dict(), generators=[g.get_state() for g in gens],
+            metrics=metric_rows, signals=_frame_to_plain(signals_so_far),
+            seconds=seconds_before + time.perf_counter() - t_train0,
+            timings=dict(train_loop=t_loop, record=t_record, evaluate=t_eval)))
 
     t_train0 = time.perf_counter()
-    record(0)
-    init_loss, _ = _evaluate(model, x_tr[:INIT_LOSS_SAMPLES], y_tr[:INIT_LOSS_SAMPLES])
-    evaluate(0, 0, init_loss, t_train0)
+    if start_epoch == 1:
+        record(0)
+        init_loss, _ = _evaluate(model, x_tr[:INIT_LOSS_SAMPLES], y_tr[:INIT_LOSS_SAMPLES])
+        evaluate(0, 0, init_loss, t_train0)
 
-    step = 0
-    t_loop = 0.0
-    for epoch in range(1, cfg["epochs"] + 1):
+    for epoch in range(start_epoch, cfg["epochs"] + 1):
         perms = torch.stack([torch.randperm(N, generator=g) for g in gens]).to(device)[run_seed]  # (R, N)
         loss_sum = torch.zeros(R, dtype=torch.float64, device=device)
         emit("epoch_start", dict(epoch=epoch, steps=steps_per_epoch))
@@ -459,6 +653,7 @@ def train(inits=("he",), seeds=1, epochs: int = 10, batch_size: int = 64, lr: fl
                                    loss=float(loss_sum.sum()) / (done * R)))
         t_loop += time.perf_counter() - t
         rows = evaluate(epoch, step, loss_sum / N, t_train0)
+        checkpoint(epoch)
         emit("epoch_end", dict(epoch=epoch, metrics=pd.DataFrame(rows)))
     emit("end", {})
 

@@ -26,6 +26,9 @@ from propagate.sweep import DEFAULT_INITS, INPUTS, SweepConfig, SweepError, dept
 @click.option("--activation", type=click.Choice(["relu", "leaky_relu", "tanh", "linear"]), default="relu", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--wgrad-precision", type=click.Choice(["float32", "bfloat16", "auto"]), default="float32",
+              show_default=True, help="Weight-gradient norms only: bfloat16 is ~1.75x faster on CPUs with bf16 "
+              "units but shifts log10 norms by up to ~2e-4; auto = bfloat16 where it is fast.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with MNIST IDX files.")
 @click.option("--out", type=click.Path(), default=None, help="Run folder [runs/depth-sweep-<timestamp>].")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
@@ -35,7 +38,7 @@ from propagate.sweep import DEFAULT_INITS, INPUTS, SweepConfig, SweepError, dept
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors(SweepError, RunFolderError, MnistError)
 def depth_sweep_cmd(max_depth, min_depth, depths, inits, widths, seeds, batch, input_, bias, activation, dtype, device,
-                    data_dir, out, overwrite, resume, no_report, quiet):
+                    wgrad_precision, data_dir, out, overwrite, resume, no_report, quiet):
     """MLPs of every depth under each initializer: variance, gradients, dead ReLUs, theory, report."""
     if resume:
         if out and out != resume:
@@ -47,7 +50,8 @@ def depth_sweep_cmd(max_depth, min_depth, depths, inits, widths, seeds, batch, i
         depths = list(range(min_depth, max_depth + 1))
     dev = resolve_device(device)
     config = SweepConfig(depths=depths, inits=inits, widths=widths, seeds=seeds, batch=batch, input=input_,
-                         bias=bias, activation=activation, dtype=dtype, device=str(dev), data_dir=data_dir)
+                         bias=bias, activation=activation, dtype=dtype, device=str(dev), data_dir=data_dir,
+                         wgrad_precision=wgrad_precision)
     config.validate()
     return _run(config, out or default_out("depth-sweep"), overwrite, not no_report, quiet)
 
