@@ -67,7 +67,7 @@ def capture(net: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tens
 
 
 def run(study):
-    p = study.size(quick=dict(width=128, batch=128, seeds=2, plot_sample=3000),
+    p = study.size(quick=dict(width=64, batch=64, seeds=2, plot_sample=800),
                    default=dict(width=1000, batch=1000, seeds=5, plot_sample=20000))
     data = load_mnist()
     gen = torch.Generator().manual_seed(2010)
@@ -177,7 +177,6 @@ def run(study):
     study.table("ratios", ratio, "How much each distribution shrank across the net",
                 "std at layer 5 divided by std at layer 1 (< 1: shrank going up for activations; for gradients, which "
                 "travel down, a ratio > 1 means the lower layers receive smaller gradients).")
-    study.table("plot_sample", sample)
 
 
 if __name__ == "__main__":

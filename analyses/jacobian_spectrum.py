@@ -44,8 +44,12 @@ META = dict(
            "values: mean σ² (= ‖J‖²_F/n), the quantity criticality preserves, and Pennington et al.'s normalised "
            "spectral variance Var(σ²)/E(σ²)², which their theory says grows linearly with depth for ReLU. Growth "
            "rates = least-squares slopes per seed (std of log10 σ against log2 depth, spectral variance against "
-           "depth), 95% t-interval over seeds (stats.rates).",
+           "depth), 95% t-interval over seeds (stats.rates), using only spectra whose non-zero part spans ≤ 12 "
+           "decades (float64 cannot resolve smaller singular values of the product).",
 )
+
+
+PRECISION = 12.0  # decades of σ_max/σ_min that float64 resolves reliably
 
 
 def jacobians(net: MLP, x: torch.Tensor, depths: list[int]) -> dict[int, tuple[torch.Tensor, list[int]]]:
@@ -79,7 +83,7 @@ def check_jacrev(net: MLP, x: torch.Tensor, depth: int, J: torch.Tensor) -> floa
 
 def run(study):
     p = study.size(quick=dict(width=32, depths=[1, 2, 4, 8, 16], seeds=4, inits=["he", "orthogonal"]),
-                   default=dict(width=128, depths=[1, 2, 4, 8, 16, 32, 64, 128], seeds=10, inits=["he", "orthogonal"]))
+                   default=dict(width=128, depths=[1, 2, 4, 8, 12, 16, 24, 32, 48], seeds=10, inits=["he", "orthogonal"]))
     n, depths, D = p["width"], p["depths"], max(p["depths"])
     rows, svs = [], []
     max_err = 0.0
@@ -104,12 +108,17 @@ def run(study):
                 svs.append(pd.DataFrame({"init": init, "seed": seed, "depth": L, "index": np.arange(r), "log10_sv": logs}))
     df = pd.DataFrame(rows)
     df["log2_depth"] = np.log2(df["depth"])
+    # float64 resolves singular values only down to ~1e-16 of the largest: a spectrum whose non-zero part spans more
+    # than PRECISION decades is limited by rounding, so it is kept in the tables but left out of the fits.
+    df["precision_limited"] = df["log10_condition"] > PRECISION
+    study.numbers["precision_limited_nets"] = int(df["precision_limited"].sum())
+    fit = df[~df["precision_limited"]]
     sv = pd.concat(svs, ignore_index=True)
     study.numbers["jacrev_max_abs_error"] = max_err
     summary = stats.mean_ci(df, ["init", "depth"], ["std_log10_sv", "log10_condition", "mean_sq_sv", "spectral_variance",
                                                     "rank"])
-    growth = stats.rates(df, "init", "log2_depth", "std_log10_sv", "seed")
-    growth_v = stats.rates(df, "init", "depth", "spectral_variance", "seed")
+    growth = stats.rates(fit, "init", "log2_depth", "std_log10_sv", "seed")
+    growth_v = stats.rates(fit, "init", "depth", "spectral_variance", "seed")
     growth = growth.merge(growth_v.rename(columns={"rate": "specvar_rate", "ci_low": "specvar_ci_low",
                                                    "ci_high": "specvar_ci_high"})
                           [["init", "specvar_rate", "specvar_ci_low", "specvar_ci_high"]], on="init")
@@ -118,7 +127,10 @@ def run(study):
         study.numbers[f"{r.init}_spread_slope_ci_low"] = r.ci_low
         study.numbers[f"{r.init}_specvar_slope"] = r.specvar_rate
     first = summary[summary["depth"] == min(depths)].set_index("init")
-    last = summary[summary["depth"] == D].set_index("init")
+    # "last" = the deepest depth at which no net of that init is precision-limited
+    clean = df.groupby(["init", "depth"])["precision_limited"].any().reset_index()
+    deepest_ok = clean[~clean["precision_limited"]].groupby("init")["depth"].max()
+    last = pd.concat([summary[(summary["init"] == i) & (summary["depth"] == deepest_ok[i])] for i in p["inits"]]).set_index("init")
     for init in p["inits"]:
         study.numbers[f"{init}_spread_first"] = float(first.loc[init, "std_log10_sv_mean"])
         study.numbers[f"{init}_spread_last"] = float(last.loc[init, "std_log10_sv_mean"])
@@ -127,10 +139,10 @@ def run(study):
     grows = {i: bool(g.loc[i, "ci_low"] > 0 or g.loc[i, "specvar_ci_low"] > 0) for i in p["inits"]}
     he_, orth = "he", "orthogonal"
     parts = [f"{i}: std of log10 σ {first.loc[i, 'std_log10_sv_mean']:.2f} at depth {min(depths)} → "
-             f"{last.loc[i, 'std_log10_sv_mean']:.2f} at depth {D} ({g.loc[i, 'rate']:+.3f} "
+             f"{last.loc[i, 'std_log10_sv_mean']:.2f} at depth {int(deepest_ok[i])} ({g.loc[i, 'rate']:+.3f} "
              f"[{g.loc[i, 'ci_low']:+.3f}, {g.loc[i, 'ci_high']:+.3f}] per doubling of depth); normalised spectral "
              f"variance Var(σ²)/E(σ²)² grows by {g.loc[i, 'specvar_rate']:+.3f} [{g.loc[i, 'specvar_ci_low']:+.3f}, "
-             f"{g.loc[i, 'specvar_ci_high']:+.3f}] per layer; log10 σ_max/σ_min of the non-zero part at depth {D} "
+             f"{g.loc[i, 'specvar_ci_high']:+.3f}] per layer; log10 σ_max/σ_min of the non-zero part at depth {int(deepest_ok[i])} "
              f"{last.loc[i, 'log10_condition_mean']:.1f}; mean σ² {last.loc[i, 'mean_sq_sv_mean']:.2f}" for i in p["inits"]]
     both = all(grows.values())
     study.verdict = (
@@ -141,7 +153,10 @@ def run(study):
         + f" (a 95% interval of either growth rate above 0). {'; '.join(parts)}. Orthogonal's spread grows "
         + ("more slowly than" if g.loc[orth, "rate"] < g.loc[he_, "rate"] else "at least as fast as")
         + f" Gaussian He's; about half the singular values are exactly 0 at every depth (rank ≈ n/2 from the switched-off "
-          f"units). Jacobian checked against torch.func.jacrev: max |difference| {max_err:.1e}.")
+          f"units). Jacobian checked against torch.func.jacrev: max |difference| {max_err:.1e}. "
+        + (f"{int(df['precision_limited'].sum())} of {len(df)} (net, depth) spectra span more than {PRECISION:g} decades, "
+           f"beyond float64's resolution, and are left out of the growth fits."
+           if df["precision_limited"].any() else "Every spectrum is within float64's resolution."))
 
     # Figure 1: spread against depth.
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.6))
@@ -149,7 +164,7 @@ def run(study):
     for ax, col, label in ((axes[0], "std_log10_sv", "std of log10 σ (non-zero σ)"),
                            (axes[1], "log10_condition", "log10(σ_max / σ_min), non-zero σ"),
                            (axes[2], "spectral_variance", "Var(σ²) / E(σ²)² over all n")):
-        sns.lineplot(df, x="depth", y=col, hue="init", palette=pal, errorbar=("ci", 95), marker="o", ax=ax)
+        sns.lineplot(fit, x="depth", y=col, hue="init", palette=pal, errorbar=("ci", 95), marker="o", ax=ax)
         ax.set(xscale="log", xlabel="depth L (log scale)", ylabel=label)
         ax.legend(title="init", fontsize=8, title_fontsize=8)
     axes[2].set_yscale("log")
@@ -162,11 +177,12 @@ def run(study):
                  "Left: standard deviation of log10 of the non-zero singular values of J; middle: log10 of the ratio of "
                  "the largest to the smallest non-zero singular value; right: Pennington et al.'s normalised variance of "
                  "the squared singular values (all n, log scale; 1 at depth 1 from the zeros alone). Mean over seeds with "
-                 "95% bands; depth on a log scale. Dynamical isometry would keep all three flat; look for both "
+                 "95% bands; depth on a log scale; spectra beyond float64's resolution (> 12 decades) are left out. Dynamical isometry would keep all three flat; look for both "
                  "initializers broadening with depth, orthogonal starting from a perfectly flat spectrum.")
 
     # Figure 2: the distributions.
-    pick = sorted({min(depths), depths[len(depths) // 2], D})
+    ok_depths = [d for d in depths if d <= deepest_ok.min()]
+    pick = sorted({ok_depths[0], ok_depths[len(ok_depths) // 2], ok_depths[-1]})
     d = sv[sv["depth"].isin(pick)]
     fig, ax = plt.subplots(figsize=(11, 5))
     sns.violinplot(d, x="depth", y="log10_sv", hue="init", palette=pal, split=True, inner="quartile", cut=0,

@@ -59,7 +59,7 @@ def log_drift(n: int) -> float:
 
 
 def run(study):
-    p = study.size(quick=dict(sigma_w2=[1.0, 1.5, 1.8, 2.0, 2.2, 2.5, 3.0], depth=30, width=128, seeds=4, batch=32),
+    p = study.size(quick=dict(sigma_w2=[1.0, 1.5, 1.8, 2.0, 2.2, 2.5, 3.0], depth=30, width=128, seeds=4, batch=8),
                    default=dict(sigma_w2=[1.0, 1.25, 1.5, 1.75, 1.85, 1.95, 2.0, 2.05, 2.15, 2.25, 2.5, 3.0, 3.5, 4.0],
                                 depth=100, width=256, seeds=8, batch=128))
     grid = p["sigma_w2"]

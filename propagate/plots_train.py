@@ -335,70 +335,86 @@ def _verdicts(metrics, signals, tests, order) -> str:
 def build_mnist_report(run_dir, pdf: Path | None = None, figures: bool = True) -> Path:
     """Write ``figures/*.png`` and ``report.pdf`` of an MNIST run folder from its files; return the PDF path."""
     run_dir = Path(run_dir)
+    pdf = Path(pdf) if pdf is not None else run_dir / "report.pdf"
+    with Report(pdf, "propagate mnist — does the initializer change how the net trains?") as rep:
+        add_mnist_pages(rep, run_dir, redraw=figures)
+    return pdf
+
+
+def add_mnist_pages(rep: Report, run_dir: Path, redraw: bool = False) -> None:
+    """Every page of an MNIST run's report, appended to ``rep`` (also used by combined reports).
+
+    Figures are drawn into ``run_dir/figures`` when missing (or when ``redraw``), else reused.
+    """
+    run_dir = Path(run_dir)
     metrics, signals, manifest = load_run(run_dir)
     order = _init_order(metrics, manifest)
     figdir = run_dir / "figures"
-    figdir.mkdir(exist_ok=True)
     n_seeds = _n_seeds(metrics)
     tests = None
     if n_seeds >= 2 and len(order) >= 2:
         last = metrics[metrics["epoch"] == metrics["epoch"].max()]
         tests = stats.pairwise_tests(last, "init", "test_acc")
-
-    paths = {
-        "learning": learning_curves_figure(metrics, order, figdir / "learning_curves.png"),
-        "batch": batch_curves_figure(signals, order, figdir / "batch_curves.png"),
-        "variance": signals_figure(signals, "log10_preact_var", order, figdir / "signals_variance.png"),
-        "gradnorm": signals_figure(signals, "log10_weight_grad_norm", order, figdir / "signals_gradnorm.png"),
-        "dead": signals_figure(signals, "dead_frac", order, figdir / "signals_dead.png"),
+    makers = {
+        "learning": (lambda p: learning_curves_figure(metrics, order, p), "learning_curves.png"),
+        "batch": (lambda p: batch_curves_figure(signals, order, p), "batch_curves.png"),
+        "variance": (lambda p: signals_figure(signals, "log10_preact_var", order, p), "signals_variance.png"),
+        "gradnorm": (lambda p: signals_figure(signals, "log10_weight_grad_norm", order, p), "signals_gradnorm.png"),
+        "dead": (lambda p: signals_figure(signals, "dead_frac", order, p), "signals_dead.png"),
     }
-    pdf = Path(pdf) if pdf is not None else run_dir / "report.pdf"
+    paths = {}
+    for key, (make, name) in makers.items():
+        path = figdir / name
+        if redraw or not path.is_file():
+            figdir.mkdir(exist_ok=True)
+            make(path)
+        paths[key] = path
     band = "shaded bands are 95% confidence intervals over seeds" if n_seeds >= 2 else "one seed, so no bands"
-    with Report(pdf, "propagate mnist — does the initializer change how the net trains?") as rep:
-        rep.text_page("Does the initializer change how the net trains?", [
-            ("Question", "We train the same MNIST classifier from different weight initializations and record, "
-                         "while it learns, the statistics of the signal in every layer. Does the initializer change "
-                         "how fast the net learns, how well it ends up, and what its layers look like on the way?"),
-            ("Configuration", _config_text(manifest, metrics)),
-            ("Verdicts (computed from the numbers)", _verdicts(metrics, signals, tests, order)),
-        ])
-        rep.figure_page("Learning curves", paths["learning"],
-                        f"Test accuracy (top) and training/test cross-entropy (bottom, log10 scale) per epoch; {band}. "
-                        "Epoch 0 is the untrained net. Look at how high each initializer starts its loss, how quickly "
-                        f"its accuracy passes the dashed {THRESHOLD:.0%} line, and where the curves level off.")
-        rep.figure_page("Within the first epochs: the recorded batch", paths["batch"],
-                        "Loss (log10 scale) and accuracy on the fixed batch of training images used for the signal "
-                        "statistics, at every recording step — a finer time axis than epochs. Look at which curve "
-                        f"crosses {THRESHOLD:.0%} first.")
-        rep.table_page("Final test accuracy per initializer", final_accuracy(metrics, order),
-                       "Mean over seeds of the last epoch's test accuracy with a Student-t 95% interval (NaN with one "
-                       "seed), the peak accuracy over epochs, and the last epoch's losses.")
-        rep.table_page(f"When does each initializer reach {THRESHOLD:.0%}?", time_to_threshold(metrics, signals, order=order),
-                       f"First epoch at which the mean test accuracy over seeds reaches {THRESHOLD:.0%} and the optimizer "
-                       "step at that epoch's end; how many seeds ever reach it (and at which epochs); and the first "
-                       "recording step at which the mean accuracy on the recorded training batch reaches it.")
-        if tests is not None:
-            show = tests[["a", "b", "mean_a", "mean_b", "diff", "diff_ci_low", "diff_ci_high", "welch_p_holm",
-                          "mannwhitney_p_holm", "significant"]].copy()
-            for c in ("mean_a", "mean_b", "diff", "diff_ci_low", "diff_ci_high"):
-                show[c] = 100 * show[c]
-            show = show.rename(columns={"mean_a": "acc a %", "mean_b": "acc b %", "diff": "a − b (pp)",
-                                        "diff_ci_low": "CI low", "diff_ci_high": "CI high",
-                                        "welch_p_holm": "Welch p (Holm)", "mannwhitney_p_holm": "MW p (Holm)"})
-            rep.table_page("Pairwise tests of final test accuracy", show,
-                           "Welch t-test and Mann–Whitney U on the final test accuracy of each pair of initializers, "
-                           "p-values Holm-corrected across pairs; 'significant' = Holm-corrected Welch p < 0.05. "
-                           "The difference is in percentage points with its Welch 95% interval. "
-                           + he_verdict(metrics, signals, tests))
-        rep.figure_page("Signal size during training", paths["variance"],
-                        "log10 of the variance of each layer's pre-activations on the recorded batch, per initializer "
-                        "(one panel each), a line per layer. Look at the start: He keeps the layers at similar size, "
-                        "N(0, 1) weights blow each layer up by about log10(fan_in/2); and at whether training pulls "
-                        "the sizes together.")
-        rep.figure_page("Gradients during training", paths["gradnorm"],
-                        "log10 of the norm of each layer's weight gradient (cross-entropy on the recorded batch). "
-                        "Look at the spread between layers and at how the gradients shrink as the loss falls.")
-        rep.figure_page("Dead units during training", paths["dead"],
-                        "Fraction of each hidden layer's units that are zero on every image of the recorded batch. "
-                        "Look for initializers or layers where many units die and whether they recover.")
-    return pdf
+    rep.text_page("Does the initializer change how the net trains?", [
+        ("Question", "We train the same MNIST classifier from different weight initializations and record, "
+                     "while it learns, the statistics of the signal in every layer. Does the initializer change "
+                     "how fast the net learns, how well it ends up, and what its layers look like on the way?"),
+        ("Configuration", _config_text(manifest, metrics)),
+        ("Verdicts (computed from the numbers)", _verdicts(metrics, signals, tests, order)),
+    ])
+    rep.figure_page("Learning curves", paths["learning"],
+                    f"Test accuracy (top) and training/test cross-entropy (bottom, log10 scale) per epoch; {band}. "
+                    "Epoch 0 is the untrained net. Look at how high each initializer starts its loss, how quickly "
+                    f"its accuracy passes the dashed {THRESHOLD:.0%} line, and where the curves level off.")
+    rep.figure_page("Within the first epochs: the recorded batch", paths["batch"],
+                    "Loss (log10 scale) and accuracy on the fixed batch of training images used for the signal "
+                    "statistics, at every recording step — a finer time axis than epochs. Look at which curve "
+                    f"crosses {THRESHOLD:.0%} first.")
+    rep.table_page("Final test accuracy per initializer", final_accuracy(metrics, order),
+                   "Mean over seeds of the last epoch's test accuracy with a Student-t 95% interval (NaN with one "
+                   "seed), the peak accuracy over epochs, and the last epoch's losses.")
+    rep.table_page(f"When does each initializer reach {THRESHOLD:.0%}?", time_to_threshold(metrics, signals, order=order),
+                   f"First epoch at which the mean test accuracy over seeds reaches {THRESHOLD:.0%} and the optimizer "
+                   "step at that epoch's end; how many seeds ever reach it (and at which epochs); and the first "
+                   "recording step at which the mean accuracy on the recorded training batch reaches it.")
+    if tests is not None:
+        show = tests[["a", "b", "mean_a", "mean_b", "diff", "diff_ci_low", "diff_ci_high", "welch_p_holm",
+                      "mannwhitney_p_holm", "significant"]].copy()
+        for c in ("mean_a", "mean_b", "diff", "diff_ci_low", "diff_ci_high"):
+            show[c] = 100 * show[c]
+        show = show.rename(columns={"mean_a": "acc a %", "mean_b": "acc b %", "diff": "a − b (pp)",
+                                    "diff_ci_low": "CI low", "diff_ci_high": "CI high",
+                                    "welch_p_holm": "Welch p (Holm)", "mannwhitney_p_holm": "MW p (Holm)"})
+        rep.table_page("Pairwise tests of final test accuracy", show,
+                       "Welch t-test and Mann–Whitney U on the final test accuracy of each pair of initializers, "
+                       "p-values Holm-corrected across pairs; 'significant' = Holm-corrected Welch p < 0.05. "
+                       "The difference is in percentage points with its Welch 95% interval. "
+                       + he_verdict(metrics, signals, tests))
+    rep.figure_page("Signal size during training", paths["variance"],
+                    "log10 of the variance of each layer's pre-activations on the recorded batch, per initializer "
+                    "(one panel each), a line per layer. Look at the start: He keeps the layers at similar size, "
+                    "N(0, 1) weights blow each layer up by about log10(fan_in/2); and at whether training pulls "
+                    "the sizes together.")
+    rep.figure_page("Gradients during training", paths["gradnorm"],
+                    "log10 of the norm of each layer's weight gradient (cross-entropy on the recorded batch). "
+                    "Look at the spread between layers and at how the gradients shrink as the loss falls.")
+    rep.figure_page("Dead units during training", paths["dead"],
+                    "Fraction of each hidden layer's units that are zero on every image of the recorded batch. "
+                    "Look for initializers or layers where many units die and whether they recover.")
+
+

@@ -14,7 +14,7 @@ import pandas as pd
 from propagate import plots
 from propagate import sweep_tables as T
 from propagate.report import Report
-from propagate.runfolder import RunFolderError, read_manifest
+from propagate.runfolder import RunFolderError
 
 QUESTION = ("Under each initializer, how do activation variance, gradient size and dead ReLUs change with depth, "
             "and does the mean-field theory predict it?")
@@ -133,12 +133,22 @@ def _config_text(manifest: dict | None) -> str:
 
 def build_report(folder: Path, out: Path, manifest: dict | None = None) -> Path:
     """Assemble report.pdf from the folder's CSVs and figures (no recomputation)."""
+    with Report(out, "propagate depth sweep") as rep:
+        add_pages(rep, folder, manifest)
+    return out
+
+
+def add_pages(rep: Report, folder: Path, manifest: dict | None = None) -> None:
+    """Every page of a depth sweep's report, appended to ``rep`` (also used by combined reports)."""
     folder = Path(folder)
     t = load_tables(folder)
     if manifest is None and (folder / "manifest.json").exists():
         import json
 
-        manifest = json.loads((folder / "manifest.json").read_text())
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+        except ValueError:
+            raise RunFolderError(f"{folder}/manifest.json is not valid JSON; the run folder is damaged") from None
     figdir = folder / "figures"
     if not all((figdir / f"{n}.png").is_file() for n in plots.FIGURES):
         make_figures(folder)
@@ -146,31 +156,29 @@ def build_report(folder: Path, out: Path, manifest: dict | None = None) -> Path:
     verdicts = T.verdicts(rates_df, "forward")
     back = T.verdicts(rates_df, "backward")
     timing = ""
-    if manifest and manifest.get("wall_seconds"):
-        timing = f" Wall time {manifest['wall_seconds']:.1f} s."
-    with Report(out, "propagate depth sweep") as rep:
-        rep.text_page("Depth sweep: signal propagation at initialisation", [
-            ("Question", QUESTION),
-            ("Configuration", _config_text(manifest) + timing),
-            ("Verdicts, forward (activation variance per layer)", "\n".join(f"• {v}" for v in verdicts)),
-            ("Verdicts, backward (gradient variance per layer, as it travels down)", "\n".join(f"• {v}" for v in back)),
-            ("Method", METHOD),
-        ])
-        for name in plots.FIGURES:
-            title = name.split("_", 1)[1].replace("_", " ").capitalize()
-            rep.figure_page(title, figdir / f"{name}.png", CAPTIONS[name])
-        r = rates_df[["init", "width", "direction", "rate", "ci_low", "ci_high", "n", "theory_rate", "factor", "verdict"]]
-        rep.table_page("Rates: log10 variance per layer (rates.csv)", r,
-                       "rate = mean over seeds of the per-seed least-squares slope; 95% t-interval; theory_rate = the "
-                       "same fit of the mean-field curve; factor = 10^rate per layer.")
-        s = t["summary"]
-        depths = sorted(s["depth"].unique())
-        pick = sorted(set([depths[0], depths[len(depths) // 4], depths[len(depths) // 2], depths[-1]]))
-        cols = ["init", "width", "depth", "log10_output_var_mean", "log10_output_var_ci_low", "log10_output_var_ci_high",
-                "log10_first_wgrad_mean", "dead_frac_mean_mean", "born_dead_frac"]
-        view = s[s["depth"].isin(pick)][cols].rename(columns={
-            "log10_output_var_mean": "log10 out var", "log10_output_var_ci_low": "CI low", "log10_output_var_ci_high": "CI high",
-            "log10_first_wgrad_mean": "log10 |dW1|", "dead_frac_mean_mean": "dead frac", "born_dead_frac": "born dead"})
-        rep.table_page("Summary at selected depths (summary.csv)", view,
-                       f"Means over seeds at depths {', '.join(map(str, pick))}; the full table has every depth.")
-    return out
+    if manifest and manifest.get("timings", {}).get("sweep"):
+        timing = f" Sweep computed in {manifest['timings']['sweep']:.1f} s."
+    rep.text_page("Depth sweep: signal propagation at initialisation", [
+        ("Question", QUESTION),
+        ("Configuration", _config_text(manifest) + timing),
+        ("Verdicts, forward (activation variance per layer)", "\n".join(f"• {v}" for v in verdicts)),
+        ("Verdicts, backward (gradient variance per layer, as it travels down)", "\n".join(f"• {v}" for v in back)),
+        ("Method", METHOD),
+    ])
+    for name in plots.FIGURES:
+        title = name.split("_", 1)[1].replace("_", " ").capitalize()
+        rep.figure_page(title, figdir / f"{name}.png", CAPTIONS[name])
+    r = rates_df[["init", "width", "direction", "rate", "ci_low", "ci_high", "n", "theory_rate", "factor", "verdict"]]
+    rep.table_page("Rates: log10 variance per layer (rates.csv)", r,
+                   "rate = mean over seeds of the per-seed least-squares slope; 95% t-interval; theory_rate = the "
+                   "same fit of the mean-field curve; factor = 10^rate per layer.")
+    s = t["summary"]
+    depths = sorted(s["depth"].unique())
+    pick = sorted(set([depths[0], depths[len(depths) // 4], depths[len(depths) // 2], depths[-1]]))
+    cols = ["init", "width", "depth", "log10_output_var_mean", "log10_output_var_ci_low", "log10_output_var_ci_high",
+            "log10_first_wgrad_mean", "dead_frac_mean_mean", "born_dead_frac"]
+    view = s[s["depth"].isin(pick)][cols].rename(columns={
+        "log10_output_var_mean": "log10 out var", "log10_output_var_ci_low": "CI low", "log10_output_var_ci_high": "CI high",
+        "log10_first_wgrad_mean": "log10 |dW1|", "dead_frac_mean_mean": "dead frac", "born_dead_frac": "born dead"})
+    rep.table_page("Summary at selected depths (summary.csv)", view,
+                   f"Means over seeds at depths {', '.join(map(str, pick))}; the full table has every depth.")

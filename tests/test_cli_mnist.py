@@ -149,3 +149,108 @@ def test_no_report_writes_tables_only(tmp_path):
     result = run("--epochs", "1", "--train-limit", "320", "--out", out, "--no-report", "--quiet")
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {"metrics.csv", "signals.csv", "manifest.json"}
+
+
+# ------------------------------------------------------------------------------ interruption and resume
+RESUME_ARGS = ["--train-limit", "3000", "--epochs", "25", "--hidden", "64", "--seeds", "2", "--record-every", "20",
+               "--quiet", "--no-report"]
+
+
+@pytest.fixture
+def _keep_sigterm():
+    """The CLI turns SIGTERM into KeyboardInterrupt for its process; give pytest its own handler back."""
+    import signal
+
+    old = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, old)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    import signal
+
+    old = signal.getsignal(signal.SIGTERM)
+    out = tmp_path_factory.mktemp("ref") / "ref"
+    result = CliRunner().invoke(main, ["mnist", *RESUME_ARGS, "--out", str(out)])
+    signal.signal(signal.SIGTERM, old)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _wait_for(cond, timeout=120.0):
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _same_tables(a, b):
+    """metrics.csv equal but for the timing column; signals.csv equal byte for byte."""
+    ma, mb = pd.read_csv(a / "metrics.csv", dtype=str), pd.read_csv(b / "metrics.csv", dtype=str)
+    assert ma.drop(columns="seconds").equals(mb.drop(columns="seconds"))
+    assert (a / "signals.csv").read_bytes() == (b / "signals.csv").read_bytes()
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_interrupted_training_resumes_to_the_same_result(tmp_path, sig, uninterrupted, _keep_sigterm):
+    """Kill a real `propagate mnist` after its first epoch checkpoint; --resume finishes it; tables equal a
+    run that was never interrupted."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "propagate", "mnist", *RESUME_ARGS, "--out", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpts = lambda: list(tmp_path.glob(".run.partial-*/checkpoints/epoch-*.pt"))
+    assert _wait_for(lambda: len(ckpts()) >= 1 or proc.poll() is not None)
+    assert proc.poll() is None, "training finished before it could be interrupted; give it more epochs"
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    leftover = out if sig == "SIGTERM" else next(tmp_path.glob(".run.partial-*"))
+    manifest = json.loads((leftover / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete"
+    names = {p.name for p in leftover.iterdir()}
+    assert names == {"manifest.json", "checkpoints"}, names  # no tables, no report
+    if sig == "SIGTERM":
+        assert proc.returncode == 130 and "Traceback" not in err.decode()
+        line = err.decode().strip().splitlines()[-1]
+        assert line.startswith("interrupted after epoch") and f"propagate mnist --resume {out}" in line, line
+        assert "interrupted" in manifest
+    else:
+        assert not out.exists()
+    r = CliRunner().invoke(main, ["mnist", "--resume", str(out), "--quiet", "--no-report"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    assert not (out / "checkpoints").exists() and not list(tmp_path.glob(".run.partial-*"))
+    _same_tables(out, uninterrupted)
+    # a finished run has nothing to resume
+    r = CliRunner().invoke(main, ["mnist", "--resume", str(out), "--quiet"])
+    assert_usage_error(r, "already complete")
+
+
+def test_resume_errors(tmp_path, _keep_sigterm):
+    assert_usage_error(run("--resume", tmp_path / "nothing"), "no interrupted mnist run")
+    assert_usage_error(run("--resume", tmp_path / "x", "--epochs", "3"), "--epochs", "drop")
+    assert_usage_error(run("--resume", tmp_path / "x", "--out", tmp_path / "y"), "either --resume")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_memory_guard_refuses_an_absurd_run_before_allocating(tmp_path):
+    import time
+
+    t0 = time.perf_counter()
+    result = run("--depth", "1000000000", "--width", "100000", "--seeds", "1000", "--out", tmp_path / "out")
+    assert time.perf_counter() - t0 < 2.0
+    line = assert_usage_error(result, "needs ~", "available", "--seeds")
+    assert "--hidden/--width/--depth" in line
+    line = assert_usage_error(run("--hidden", "64", "--batch-size", "60000", "--seeds", "3000",
+                                  "--out", tmp_path / "out"), "--batch-size")
+    assert list(tmp_path.iterdir()) == []

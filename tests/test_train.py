@@ -194,3 +194,99 @@ def test_step0_signals_follow_the_theory(tensors):
     q_he = 10 ** s0.loc[("he", 3), "log10_preact_var"]
     assert math.log(10) < loss0["he"] < math.log(10) + 2
     assert abs(loss0["he"] - _expected_ce(q_he)) < 0.5, (loss0["he"], _expected_ce(q_he))
+
+
+# ------------------------------------------------------------------------------ checkpoints and resume
+def _synthetic(n=192, n_test=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g),
+            torch.randn(n_test, 784, generator=g), torch.randint(0, 10, (n_test,), generator=g))
+
+
+class _Stop(KeyboardInterrupt):
+    pass
+
+
+def _stop_after(epoch):
+    def progress(event, info):
+        if event == "epoch_end" and info["epoch"] == epoch:
+            raise _Stop()
+    return progress
+
+
+TINY = dict(inits=["he", "normal"], seeds=2, epochs=4, batch_size=32, hidden=[16, 8], record_every=3)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path, optimizer):
+    data = _synthetic()
+    kw = dict(TINY, optimizer=optimizer, lr=1e-2, momentum=0.9 if optimizer == "sgd" else 0.0, data=data)
+    ref = train(**kw)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(_Stop):
+        train(**kw, checkpoint_dir=ckpt, progress=_stop_after(2))
+    assert [p.name for p in ckpt.iterdir()] == ["epoch-0002.pt"]  # only the newest is kept
+    state = torch.load(ckpt / "epoch-0002.pt", weights_only=True)  # tensors and plain values only
+    assert state["epoch"] == 2 and len(state["metrics"]) == 4 * 3
+    events = []
+    res = train(**kw, checkpoint_dir=ckpt, progress=lambda e, i: events.append((e, i)))
+    assert events[0][1]["resumed_epoch"] == 2
+    assert [i["epoch"] for e, i in events if e == "epoch_end"] == [3, 4]
+    drop = ["seconds"]
+    pd_eq = lambda a, b: a.equals(b) and list(a.dtypes) == list(b.dtypes)
+    assert pd_eq(res.metrics.drop(columns=drop), ref.metrics.drop(columns=drop))
+    assert pd_eq(res.signals, ref.signals)
+    for k, v in ref.model.state_dict().items():
+        assert torch.equal(res.model.state_dict()[k], v), k
+    # seconds continue across the interruption
+    assert res.metrics["seconds"].is_monotonic_increasing
+
+
+def test_a_checkpoint_from_another_configuration_is_refused(tmp_path):
+    data = _synthetic()
+    with pytest.raises(_Stop):
+        train(**TINY, data=data, checkpoint_dir=tmp_path, progress=_stop_after(1))
+    with pytest.raises(TrainError, match="another configuration"):
+        train(**dict(TINY, lr=3e-3), data=data, checkpoint_dir=tmp_path)
+    (tmp_path / "epoch-0001.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainError, match="unreadable") as err:
+        train(**TINY, data=data, checkpoint_dir=tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_checkpoint_holding_code_is_refused(tmp_path):
+    """weights_only loading: a checkpoint that would run code on load is an error, not an execution."""
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    with open(tmp_path / "epoch-0001.pt", "wb") as f:
+        pickle.dump({"format": 1, "x": Evil()}, f)
+    with pytest.raises(TrainError, match="unreadable"):
+        train(**TINY, data=_synthetic(), checkpoint_dir=tmp_path)
+    assert not (tmp_path / "pwned").exists()
+
+
+# ------------------------------------------------------------------------------ memory guard
+def test_memory_estimate_parts_and_refusal():
+    from propagate.train import check_memory, estimate_bytes
+
+    one = estimate_bytes(1)
+    params = 784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10
+    assert one["parameters"] == 4 * (4 * params + 2 * params)  # weights, grads, 2 Adam moments + scratch MLP
+    assert one["total"] == one["parameters"] + one["activations"] + one["data"]
+    # depth/width without building the widths list agrees with the explicit list
+    assert estimate_bytes(3, depth=4, width=32) == estimate_bytes(3, hidden=[32] * 4)
+    assert estimate_bytes(10)["parameters"] > 9 * one["parameters"] / 1.3
+    assert estimate_bytes(1, optimizer="sgd")["parameters"] < one["parameters"]
+    with pytest.raises(TrainError, match=r"--seeds or --inits .*--hidden/--width/--depth") as err:
+        check_memory(1000, depth=10**9, width=10**5)
+    assert "\n" not in str(err.value) and "TiB" in str(err.value)
+    with pytest.raises(TrainError, match="--batch-size"):
+        check_memory(2, hidden=[64], batch_size=10**7, available=8 << 30)
+    assert check_memory(1, available=8 << 30)["total"] < 2 << 30
+    # train() refuses before building anything
+    with pytest.raises(TrainError, match="needs ~"):
+        train(["he"], seeds=10**6, epochs=1, hidden=[4096, 4096], data=_synthetic(n=64, n_test=8))
