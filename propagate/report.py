@@ -43,7 +43,10 @@ class Report:
 
     def _new_page(self, title: str):
         fig = plt.figure(figsize=A4)
-        fig.text(0.5, 0.965, title, ha="center", va="top", fontsize=15, weight="bold")
+        # Long titles shrink, then wrap, so they never run off the page.
+        size = 15 if len(title) <= 62 else max(11.0, 15 * 62 / len(title))
+        fig.text(0.5, 0.965, textwrap.fill(title, int(62 * 15 / size)), ha="center", va="top", fontsize=size,
+                 weight="bold")
         fig.text(0.5, 0.015, f"{self.title} · page {self.pages + 1}", ha="center", fontsize=7, color="0.4")
         return fig
 
