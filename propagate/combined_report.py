@@ -6,6 +6,7 @@ to training" (MNIST runs), verdicts read from rates.csv and metrics.csv — then
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -84,15 +85,25 @@ def combined_report(folders: list[Path], manifests: list[dict], out: Path) -> Pa
 
 
 def build(folders: list[Path], out: Path) -> Path:
-    """The report of one folder (exactly what its run wrote) or the combined report of several."""
+    """The report of one folder (exactly what its run wrote) or the combined report of several.
+
+    Written under a temporary name and renamed, so a damaged folder met half-way leaves no PDF.
+    """
     folders = [Path(f) for f in folders]
     manifests = [check_folder(f) for f in folders]
     out = Path(out)
     if out.is_dir():
         raise RunFolderError(f"--out {out} is a folder; give a file name such as {out / 'report.pdf'}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if len(folders) == 1:
-        if manifests[0]["kind"] == "depth-sweep":
-            return sweep_report.build_report(folders[0], out, manifest=manifests[0])
-        return plots_train.build_mnist_report(folders[0], out, figures=False)
-    return combined_report(folders, manifests, out)
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
+        if len(folders) > 1:
+            combined_report(folders, manifests, tmp)
+        elif manifests[0]["kind"] == "depth-sweep":
+            sweep_report.build_report(folders[0], tmp, manifest=manifests[0])
+        else:
+            plots_train.build_mnist_report(folders[0], tmp, figures=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

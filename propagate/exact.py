@@ -133,7 +133,8 @@ def _rescale(t: torch.Tensor, sq: torch.Tensor, e: torch.Tensor):
 def _act_summary(h: torch.Tensor):
     """Per member (dim 0): mean, second moment, zero fraction, dead fraction (units = last dim)."""
     mean, sq = _mean_sq(h, (1, 2))
-    zero_frac = 1.0 - h.bool().sum(dim=(1, 2)).double() / (h.shape[1] * h.shape[2])
+    n = h.shape[1] * h.shape[2]
+    zero_frac = (n - h.bool().sum(dim=(1, 2)).double()) / n  # same rounding as dead_frac
     dead_frac = (h.abs().amax(dim=1) == 0).sum(dim=1).double() / h.shape[2]
     return mean, sq, zero_frac, dead_frac
 

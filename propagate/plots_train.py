@@ -44,11 +44,31 @@ def load_run(run_dir) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         manifest = json.loads((run_dir / "manifest.json").read_text())
     except ValueError:
         raise MnistReportError(f"{run_dir / 'manifest.json'} is not valid JSON; the run folder is damaged") from None
-    metrics = pd.read_csv(run_dir / "metrics.csv")
-    signals = pd.read_csv(run_dir / "signals.csv")
+    from propagate.train import METRIC_COLUMNS
+
+    metrics = _read_checked(run_dir / "metrics.csv", METRIC_COLUMNS, [c for c in METRIC_COLUMNS if c != "init"])
+    signals = _read_checked(run_dir / "signals.csv", SIGNAL_NEEDS, [c for c in SIGNAL_NEEDS if c not in ("init", "name")])
     for df in (metrics, signals):
         df["init"] = df["init"].astype(str)
     return metrics, signals, manifest
+
+
+SIGNAL_NEEDS = ("init", "seed", "step", "epoch", "layer", "name", "log10_preact_var", "log10_weight_grad_norm", "dead_frac")
+
+
+def _read_checked(path: Path, need, numeric) -> pd.DataFrame:
+    """A run folder's CSV, validated: readable, the columns the report needs, numeric keys without gaps."""
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise MnistReportError(f"{path} is not a readable CSV ({err.__class__.__name__}); the run folder is damaged") from None
+    missing = [c for c in need if c not in df.columns]
+    bad = [c for c in numeric if c in df.columns and not pd.api.types.is_numeric_dtype(df[c])]
+    keys = [c for c in ("epoch", "seed", "step") if c in df]
+    if missing or bad or df.empty or df[keys].isna().any().any():
+        raise MnistReportError(f"{path} is damaged (missing columns {missing}, non-numeric {bad}, or empty/NaN keys); "
+                               "rerun the run")
+    return df
 
 
 def _init_order(metrics: pd.DataFrame, manifest: dict) -> list[str]:

@@ -87,7 +87,8 @@ def act_stats(h: torch.Tensor) -> torch.Tensor:
     h2 = _units(h)
     mean, var = _moments(h2)
     # bool() and abs().amax() are the fast reductions here (sign() and count_nonzero are 10× slower on CPU).
-    zero_frac = 1.0 - h2.bool().sum().double() / h2.numel()
+    # (n − nonzero)/n, not 1 − nonzero/n: same rounding as dead_frac, so dead_frac ≤ zero_frac holds exactly.
+    zero_frac = (h2.numel() - h2.bool().sum().double()) / h2.numel()
     dead_frac = (h2.abs().amax(dim=0) == 0).sum().double() / h2.shape[1]
     return torch.stack([mean, var, var + mean * mean, zero_frac, dead_frac])
 

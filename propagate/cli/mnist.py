@@ -201,9 +201,8 @@ def _train_into(folder: RunFolder, kwargs: dict, dev, data, tensors, t_load: flo
 
     out = folder.out
     progress = _Progress(quiet)
-    terminate_as_interrupt()
     try:
-        with folder as rf:
+        with terminate_as_interrupt(), folder as rf:
             result = T.train(**kwargs, device=dev, data=tensors, progress=progress, checkpoint_dir=rf.checkpoints)
             rf.manifest["data_source"] = data.source
             rf.time("load_data", t_load)

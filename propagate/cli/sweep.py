@@ -57,7 +57,6 @@ def depth_sweep_cmd(max_depth, min_depth, depths, inits, widths, seeds, batch, i
 
 
 def _run(config, out, overwrite, report, quiet, resume=False):
-    terminate_as_interrupt()
     bar = None
     if not quiet:
         from tqdm import tqdm
@@ -74,7 +73,8 @@ def _run(config, out, overwrite, report, quiet, resume=False):
 
     t0 = time.perf_counter()
     try:
-        manifest = depth_sweep(config, out, overwrite=overwrite, report=report, progress=progress, resume=resume)
+        with terminate_as_interrupt():
+            manifest = depth_sweep(config, out, overwrite=overwrite, report=report, progress=progress, resume=resume)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
