@@ -27,8 +27,11 @@ def _best(fn, repeat: int = 5, warmup: int = 2) -> float:
     return min(times)
 
 
-def bench_recorder(depth: int = 50, width: int = 512, batch: int = 512, repeat: int = 7) -> dict:
-    """Forward+backward with and without the Recorder; overhead = ratio − 1 (best of ``repeat``)."""
+def bench_recorder(depth: int = 50, width: int = 512, batch: int = 512, repeat: int = 21) -> dict:
+    """Forward+backward with and without the Recorder; overhead = ratio of the medians − 1.
+
+    The two are interleaved, so drifts in machine load hit both alike; the median resists outliers.
+    """
     from propagate import MLP, Recorder, initialize
 
     net = initialize(MLP(depth=depth, width=width), "he", seed=0)
@@ -45,15 +48,16 @@ def bench_recorder(depth: int = 50, width: int = 512, batch: int = 512, repeat: 
             F.cross_entropy(net(x), y).backward()
         rec.table()
 
-    # Interleave so drifts in machine load hit both alike.
     t_plain, t_rec = [], []
     for _ in range(repeat):
         t_plain.append(_best(plain, 1, 1))
         t_rec.append(_best(recorded, 1, 1))
-    a, b = min(t_plain), min(t_rec)
+    import statistics
+
+    a, b = statistics.median(t_plain), statistics.median(t_rec)
     out = {"plain_s": a, "recorded_s": b, "overhead": b / a - 1}
     print(f"recorder: depth {depth}, width {width}, batch {batch}: forward+backward {a * 1e3:.1f} ms, "
-          f"with Recorder {b * 1e3:.1f} ms (table included): overhead {100 * out['overhead']:+.1f}%")
+          f"with Recorder {b * 1e3:.1f} ms (table included), medians of {repeat}: overhead {100 * out['overhead']:+.1f}%")
     return out
 
 

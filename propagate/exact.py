@@ -192,7 +192,7 @@ def propagate_stack(x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor
                     depths: list[int], biases: list[torch.Tensor] | None = None,
                     readout_bias: torch.Tensor | None = None, activation: str = "relu",
                     negative_slope: float = 0.01, lsuv: bool = False, lsuv_tol: float = 0.1,
-                    wgrad_precision: str = "float32") -> StackResult:
+                    wgrad_precision: str = "float32", weight_grads: str = "all") -> StackResult:
     """Forward and backward statistics of every requested depth of a stack of M MLPs.
 
     ``weights[l-1]``: (M, n_l, n_{l-1}) hidden weights; ``readout``: (M, n_out, n) shared by every
@@ -203,7 +203,12 @@ def propagate_stack(x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor
     ``lsuv``: treat the weights as LSUV's orthogonal pre-init and rescale each layer's weight (and
     each depth's readout) so its output variance is 1 unless already within ``lsuv_tol`` of 1.
     ``wgrad_precision``: see :func:`resolve_wgrad_precision` (float64 runs ignore it).
+    ``weight_grads``: ``all`` computes ||dL/dW|| for every (depth, layer); ``summary`` only for the
+    first layer of every depth and every layer of the deepest net (NaN elsewhere).  Weight-gradient
+    norms cost as much as the whole backward pass, so ``summary`` halves the work of a sweep.
     """
+    if weight_grads not in ("all", "summary"):
+        raise ValueError(f"weight_grads {weight_grads!r}: use all or summary")
     depths = sorted(set(int(d) for d in depths))
     D = depths[-1]
     if len(weights) < D:
@@ -298,47 +303,58 @@ def propagate_stack(x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor
             grad["log10_weight_grad_norm"][:, j, l] = torch.log10(wg) + E[:, l] * LOG10_2
 
     # ---------------- backward, every depth stacked ----------------
-    G = None      # (M, K, B, n_l): stored dL/dz^l of each active depth
-    GE = None     # (M, K): true = 2^GE · stored
-    order: list[int] = []   # depth index j of each stack slot
+    # The stack lives in two preallocated buffers (M, depths, B, width) used in turn as matmul
+    # input and output: a depth joins by writing its slot, and no stack is ever copied or
+    # freshly allocated (fresh multi-MB tensors cost page faults on every layer).
+    n_max = max(w.shape[1] for w in W)
+    bufs = [torch.empty((M, len(depths), B, n_max), dtype=dtype, device=dev) for _ in range(2)]
+    cur, K = 0, 0
+    GE = torch.zeros((M, len(depths)), **f64)   # true = 2^GE · stored, per slot
+    order: list[int] = []                        # depth index j of each stack slot; slot 0 = the deepest
     for l in range(D, 0, -1):
+        n_l = W[l - 1].shape[1]
         if l in jof:
             j = jof[l]
-            new = _apply_dphi(torch.matmul(errs.pop(l), R), hs[l - 1], activation, negative_slope)
-            ge = r_log2[:, j:j + 1].clone()
-            G = new[:, None] if G is None else torch.cat([G, new[:, None]], dim=1)
-            GE = ge if GE is None else torch.cat([GE, ge], dim=1)
+            slot = bufs[cur][:, K, :, :n_l]
+            torch.matmul(errs.pop(l), R, out=slot)
+            _apply_dphi(slot, hs[l - 1], activation, negative_slope)
+            GE[:, K] = r_log2[:, j]
             order.append(j)
+            K += 1
+        G = bufs[cur][:, :K, :, :n_l]
         gmean, gsq = _mean_sq(G, (2, 3))
         if exact:
-            G2, gsq2, GE = _rescale(G, gsq, GE)
-            if G2 is not G:
-                gmean = gmean * (gsq2 / gsq).sqrt()
-                gmean = torch.where(torch.isfinite(gmean), gmean, torch.zeros_like(gmean))
-                G, gsq = G2, gsq2
+            k = _pow2_exponent(gsq)
+            if bool((k.abs() >= _DRIFT).any()):  # rescale only when values drift far from 1
+                G.mul_(torch.exp2(-k).to(dtype)[:, :, None, None])
+                GE[:, :K] += k
+                gmean, gsq = gmean * torch.exp2(-k), gsq * torch.exp2(-2 * k)
         idx = torch.tensor(order, device=dev)
-        grad["log10_preact_grad_var"][:, idx, l - 1] = torch.log10(torch.clamp(gsq - gmean ** 2, min=0)) + 2 * GE * LOG10_2
+        grad["log10_preact_grad_var"][:, idx, l - 1] = torch.log10(torch.clamp(gsq - gmean ** 2, min=0)) + 2 * GE[:, :K] * LOG10_2
         # Weight gradient dL/dW^l = g^T h^{l-1}, its Frobenius norm per (member, depth), in chunks.
         hin = x.expand(M, *x.shape) if l == 1 else hs[l - 2]
         if low is not None:
             hin = hin.to(low)
-        K = G.shape[1]
-        step = max(1, _CHUNK_ELEMS // (M * G.shape[3] * hin.shape[2]))
+        kw = K if (weight_grads == "all" or l == 1) else 1
+        step = max(1, _CHUNK_ELEMS // (M * n_l * hin.shape[2]))
         norms = []
-        for s in range(0, K, step):
-            gk = G[:, s:s + step]
+        for s in range(0, kw, step):
+            gk = G[:, s:min(s + step, kw)]
             gk = (gk.to(low) if low is not None else gk).transpose(-1, -2)   # (M, c, n_l, B)
             prod = torch.matmul(gk, hin[:, None])                             # (M, c, n_l, n_{l-1})
             acc = {"dtype": torch.float32} if low is not None else {}  # float32 accumulation of bf16 products
             norms.append(torch.linalg.vector_norm(prod, dim=(-2, -1), **acc).double())
         wn = torch.cat(norms, dim=1)
-        grad["log10_weight_grad_norm"][:, idx, l - 1] = torch.log10(wn) + (GE + E[:, l - 1:l]) * LOG10_2
+        grad["log10_weight_grad_norm"][:, idx[:kw], l - 1] = torch.log10(wn) + (GE[:, :kw] + E[:, l - 1:l]) * LOG10_2
         if l > 1:
-            Mb, K, Bb, n = G.shape
-            G = torch.matmul(G.reshape(Mb, K * Bb, n), W[l - 1]).reshape(Mb, K, Bb, -1)
-            G = _apply_dphi(G, hs[l - 2][:, None], activation, negative_slope)
-            GE = GE + w_log2[:, l - 1:l]
+            n_in = W[l - 1].shape[2]
+            nxt = bufs[1 - cur][:, :K, :, :n_in]
+            torch.matmul(G.view(M, K * B, n_l), W[l - 1], out=nxt.view(M, K * B, n_in))
+            _apply_dphi(nxt, hs[l - 2][:, None], activation, negative_slope)
+            GE[:, :K] += w_log2[:, l - 1:l]
+            cur = 1 - cur
         hs[l - 1] = None  # free as we go
+    del bufs
 
     to_np = lambda d: {k: v.cpu().numpy() for k, v in d.items()}
     hid, rd = to_np(hidden), to_np(readout_stats)

@@ -35,11 +35,12 @@ from torch import nn
 ACTIVATION_TYPES = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.Sigmoid,
                     nn.Softplus, nn.Identity, nn.PReLU, nn.ReLU6, nn.Hardtanh, nn.Mish)
 
-# Order of the entries in each stats tensor.
-FWD = ("preact_mean", "preact_var", "preact_corr", "weight_norm")
-ACT = ("act_mean", "act_var", "act_sq", "zero_frac", "dead_frac")
-GRAD = ("preact_grad_var",)
-WGRAD = ("weight_grad_norm",)
+# What the hooks store per call: raw reductions only (one small tensor each); means, variances
+# and fractions are computed once for all layers, vectorised, in Recorder.table().
+RAW_FWD = ("z_sum", "z_norm", "preact_corr", "weight_norm")
+RAW_ACT = ("h_sum", "h_norm", "h_nonzero", "h_dead")
+RAW_GRAD = ("g_sum", "g_norm")
+RAW_WGRAD = ("weight_grad_norm",)
 
 COLUMNS = ("step", "layer", "name", "fan_in", "fan_out",
            "preact_mean", "preact_var", "log10_preact_var",
@@ -56,49 +57,75 @@ def _units(t: torch.Tensor) -> torch.Tensor:
     return t.detach().reshape(-1, t.shape[-1])
 
 
-def _moments(t2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, variance over all entries) as float64 scalars.
-
-    Computed as E[x²] − E[x]² from two fast reductions in the tensor's own dtype (torch's
-    ``var_mean`` is several times slower than the matmul it would be measuring on CPU).
-    """
-    n = t2.numel()
-    mean = t2.mean().double()
-    sq = torch.linalg.vector_norm(t2).double() ** 2 / n
-    return mean, torch.clamp(sq - mean * mean, min=0.0)
-
-
-def preact_stats(z: torch.Tensor) -> torch.Tensor:
-    """[mean, variance over all entries, mean cosine similarity of example pairs (0,1), (2,3), …]."""
-    z2 = _units(z)
-    mean, var = _moments(z2)
+def _pair_corr(z2: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity of example pairs (0,1), (2,3), … (NaN with one example)."""
     m = z2.shape[0] // 2
-    if m:
-        a, b = z2[0:2 * m:2], z2[1:2 * m:2]
-        den = torch.linalg.vector_norm(a, dim=1).double() * torch.linalg.vector_norm(b, dim=1).double()
-        corr = ((a * b).sum(dim=1).double() / den).mean()
-    else:
-        corr = torch.full((), float("nan"), dtype=torch.float64, device=z.device)
-    return torch.stack([mean, var, corr])
+    if not m:
+        return torch.full((), float("nan"), dtype=z2.dtype, device=z2.device)
+    a, b = z2[0:2 * m:2], z2[1:2 * m:2]
+    den = torch.linalg.vector_norm(a, dim=1) * torch.linalg.vector_norm(b, dim=1)
+    return ((a * b).sum(dim=1) / den).mean()
 
 
-def act_stats(h: torch.Tensor) -> torch.Tensor:
-    """[mean, variance, second moment, fraction of entries exactly 0, fraction of units 0 on every example]."""
+def raw_preact(z: torch.Tensor) -> torch.Tensor:
+    z2 = _units(z)
+    return torch.stack([z2.sum(), torch.linalg.vector_norm(z2), _pair_corr(z2)])
+
+
+def raw_act(h: torch.Tensor) -> torch.Tensor:
+    # One bool pass serves both counts, reduced as uint8 (sign(), count_nonzero and bool any() are
+    # ~10× slower on CPU).  Counts go to float64 (exact beyond float32's 2^24).
     h2 = _units(h)
-    mean, var = _moments(h2)
-    # bool() and abs().amax() are the fast reductions here (sign() and count_nonzero are 10× slower on CPU).
-    # (n − nonzero)/n, not 1 − nonzero/n: same rounding as dead_frac, so dead_frac ≤ zero_frac holds exactly.
-    zero_frac = (h2.numel() - h2.bool().sum().double()) / h2.numel()
-    dead_frac = (h2.abs().amax(dim=0) == 0).sum().double() / h2.shape[1]
-    return torch.stack([mean, var, var + mean * mean, zero_frac, dead_frac])
+    nz = h2.bool().view(torch.uint8)
+    nonzero = nz.sum(dtype=torch.int64).double()
+    dead = (nz.amax(dim=0) == 0).sum().double()
+    return torch.stack([h2.sum().double(), torch.linalg.vector_norm(h2).double(), nonzero, dead])
 
 
-def grad_stats(g: torch.Tensor) -> torch.Tensor:
-    return _moments(_units(g))[1].reshape(1)
+def raw_grad(g: torch.Tensor) -> torch.Tensor:
+    g2 = _units(g)
+    return torch.stack([g2.sum(), torch.linalg.vector_norm(g2)])
+
+
+def _moments(total, norm_, n):
+    """(mean, variance) from a sum and a Euclidean norm of n entries, in float64: E[x²] − E[x]²."""
+    mean = total / n
+    return mean, np.maximum(norm_ ** 2 / n - mean * mean, 0.0)
+
+
+def finish(raw_fwd: np.ndarray, raw_act_: np.ndarray, raw_grad_: np.ndarray, numel: np.ndarray,
+           units: np.ndarray) -> dict[str, np.ndarray]:
+    """The statistics of the table from the raw reductions (arrays over calls, float64)."""
+    out = {}
+    out["preact_mean"], out["preact_var"] = _moments(raw_fwd[:, 0], raw_fwd[:, 1], numel)
+    out["preact_corr"], out["weight_norm"] = raw_fwd[:, 2], raw_fwd[:, 3]
+    out["act_mean"], out["act_var"] = _moments(raw_act_[:, 0], raw_act_[:, 1], numel)
+    out["act_sq"] = raw_act_[:, 1] ** 2 / numel
+    # (n − nonzero)/n, not 1 − nonzero/n: the same rounding as dead_frac, so dead_frac ≤ zero_frac exactly.
+    out["zero_frac"] = (numel - raw_act_[:, 2]) / numel
+    out["dead_frac"] = raw_act_[:, 3] / units
+    out["preact_grad_var"] = _moments(raw_grad_[:, 0], raw_grad_[:, 1], numel)[1]
+    return out
+
+
+def preact_stats(z: torch.Tensor) -> dict[str, float]:
+    """Pre-activation statistics of one tensor (mean, variance over all entries, pair correlation)."""
+    r = raw_preact(z).double().cpu().numpy()
+    mean, var = _moments(r[0], r[1], z.numel())
+    return {"preact_mean": mean, "preact_var": var, "preact_corr": r[2]}
+
+
+def act_stats(h: torch.Tensor) -> dict[str, float]:
+    """Activation statistics of one tensor: mean, variance, second moment, zero and dead fractions."""
+    r = raw_act(h).double().cpu().numpy()
+    n = h.numel()
+    mean, var = _moments(r[0], r[1], n)
+    return {"act_mean": mean, "act_var": var, "act_sq": r[1] ** 2 / n, "zero_frac": (n - r[2]) / n,
+            "dead_frac": r[3] / h.shape[-1]}
 
 
 def norm(t: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(t.detach()).double().reshape(1)
+    return torch.linalg.vector_norm(t.detach()).reshape(1)
 
 
 @dataclass
@@ -110,6 +137,7 @@ class _Slot:
     name: str
     fan_in: int
     fan_out: int
+    numel: int
     fwd: torch.Tensor
     act: torch.Tensor | None = None
     grad: torch.Tensor | None = None
@@ -196,7 +224,7 @@ class Recorder:
         slot = self._pending
         if slot is not None and slot.act is None and nxt_input is not None and not self._use_act_modules \
                 and nxt_input.shape[-1] == slot.fan_out:
-            slot.act, slot.z = act_stats(nxt_input), None
+            slot.act, slot.z = raw_act(nxt_input), None
         self._pending = None
 
     def _forward_hook(self, name: str):
@@ -208,8 +236,9 @@ class Recorder:
             layer = self._order.setdefault(name, len(self._order) + 1)
             fan_in, fan_out = _fans(module, out)
             w = getattr(module, "weight", None)
-            wn = norm(w) if isinstance(w, torch.Tensor) else torch.full((1,), float("nan"), dtype=torch.float64)
-            slot = _Slot(self._step, layer, name, fan_in, fan_out, torch.cat([preact_stats(out), wn.to(out.device)]),
+            wn = norm(w).to(out.dtype) if isinstance(w, torch.Tensor) else torch.full((1,), float("nan"), dtype=out.dtype,
+                                                                                      device=out.device)
+            slot = _Slot(self._step, layer, name, fan_in, fan_out, out.numel(), torch.cat([raw_preact(out), wn]),
                          z=out.detach())
             self._slots.append(slot)
             self._pending = slot
@@ -222,13 +251,13 @@ class Recorder:
     def _activation_hook(self, module, args, out):
         slot = self._pending
         if slot is not None and slot.act is None and isinstance(out, torch.Tensor) and out.shape == slot.z.shape:
-            slot.act, slot.z = act_stats(out), None
+            slot.act, slot.z = raw_act(out), None
             self._pending = None
 
     @staticmethod
     def _grad_hook(slot: _Slot):
         def hook(g):
-            slot.grad = grad_stats(g)
+            slot.grad = raw_grad(g)
         return hook
 
     def _weight_hook(self, name: str):
@@ -244,16 +273,22 @@ class Recorder:
         self._close_pending()
         if not self._slots:
             return pd.DataFrame(columns=list(COLUMNS))
-        nan = lambda n: torch.full((n,), float("nan"), dtype=torch.float64)
+        nan = lambda n, like: torch.full((n,), float("nan"), dtype=like.dtype, device=like.device)
         rows = []
         for s in self._slots:
             if s.act is None:  # no nonlinearity follows (the readout): activation = pre-activation
-                s.act, s.z = act_stats(s.z) if s.z is not None else nan(len(ACT)), None
-            rows.append(torch.cat([s.fwd.cpu(), s.act.cpu(),
-                                   (s.grad if s.grad is not None else nan(1)).cpu(),
-                                   (s.wgrad if s.wgrad is not None else nan(1)).cpu()]))
-        values = torch.stack(rows).numpy()
-        df = pd.DataFrame(values, columns=list(FWD + ACT + GRAD + WGRAD))
+                s.act, s.z = raw_act(s.z) if s.z is not None else nan(len(RAW_ACT), s.fwd), None
+            grad = s.grad if s.grad is not None else nan(len(RAW_GRAD), s.fwd)
+            wgrad = s.wgrad.to(s.fwd.dtype) if s.wgrad is not None else nan(1, s.fwd)
+            rows.append(torch.cat([s.fwd.double(), s.act.double(), grad.double(), wgrad.double()]))
+        raw = torch.stack(rows).double().cpu().numpy()   # the one transfer to the host
+        nf, na, ng = len(RAW_FWD), len(RAW_ACT), len(RAW_GRAD)
+        numel = np.array([s.numel for s in self._slots], dtype=float)
+        units = np.array([s.fan_out for s in self._slots], dtype=float)
+        with np.errstate(invalid="ignore", over="ignore"):
+            stats = finish(raw[:, :nf], raw[:, nf:nf + na], raw[:, nf + na:nf + na + ng], numel, units)
+        df = pd.DataFrame(stats)
+        df["weight_grad_norm"] = raw[:, -1]
         df.insert(0, "step", [s.step for s in self._slots])
         df.insert(1, "layer", [s.layer for s in self._slots])
         df.insert(2, "name", [s.name for s in self._slots])

@@ -48,6 +48,7 @@ class SweepConfig:
     out_features: int = 10
     memory_budget_gb: float | None = None  # None: calls of ~3 GiB; refuse nets over 80% of available memory
     wgrad_precision: str = "float32"  # weight-gradient norms: float32 (exact) | bfloat16 | auto (opt-in speed)
+    weight_grads: str = "summary"  # ||dL/dW|| for: summary = layer 1 of every depth + every layer of the deepest net; all
     data_dir: str | None = None
 
     def validate(self) -> "SweepConfig":
@@ -67,6 +68,8 @@ class SweepConfig:
             raise SweepError(f"--batch: {self.batch} > 10000 MNIST test images; lower --batch or use --input gaussian")
         if self.activation not in ACTIVATIONS:
             raise SweepError(f"--activation: {self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        if self.weight_grads not in ("summary", "all"):
+            raise SweepError(f"--weight-grads: {self.weight_grads!r}; use summary or all")
         if self.wgrad_precision not in ("auto", "float32", "bfloat16"):
             raise SweepError(f"--wgrad-precision: {self.wgrad_precision!r}; use auto, float32 or bfloat16")
         if self.dtype not in ("float32", "float64"):
@@ -181,6 +184,10 @@ def plan_chunks(config: SweepConfig, width: int, n_members: int) -> int:
                          f"~{one / 2**30:.1f} GiB but {limit / 2**30:.1f} GiB is available; "
                          "lower --max-depth/--depths, --widths or --batch")
     target = min(limit, 3 * 2**30)
+    if one >= 2**30:  # deep nets: memory is what limits, keep the heap from fragmenting (see memory.py)
+        from propagate.memory import fix_mmap_threshold
+
+        fix_mmap_threshold()
     return max(1, min(n_members, int(target // one)))
 
 
@@ -240,11 +247,12 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int, str], None] | N
         keys = [(init.name, seed) for init, seed in keys]
         t1 = time.perf_counter()
         res = propagate_stack(x, y, W, R, depths, biases=B, readout_bias=RB, activation=config.activation,
-                              lsuv=lsuv, wgrad_precision=config.wgrad_precision)
+                              lsuv=lsuv, wgrad_precision=config.wgrad_precision, weight_grads=config.weight_grads)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t_engine += time.perf_counter() - t1
-        flops += sweep_flops(len(keys), depths, config.batch, width, config.in_features, config.out_features)
+        flops += sweep_flops(len(keys), depths, config.batch, width, config.in_features, config.out_features,
+                             config.weight_grads)
         df = res.table()
         df.insert(0, "init", [keys[m][0] for m in df["member"]])
         df.insert(1, "width", width)
@@ -275,14 +283,18 @@ LAYER_STATS = ("preact_mean", "preact_var", "log10_preact_var", "act_mean", "act
                "weight_grad_norm", "log10_weight_grad_norm", "weight_norm")
 
 
-def sweep_flops(members: int, depths: list[int], batch: int, width: int, in_features: int, out_features: int) -> float:
+def sweep_flops(members: int, depths: list[int], batch: int, width: int, in_features: int, out_features: int,
+                weight_grads: str = "all") -> float:
     """Matmul FLOPs of one engine call: the deepest forward, every depth's backward and weight gradients."""
     D = max(depths)
     layer = 2.0 * batch * width * width
     first = 2.0 * batch * width * in_features
     fwd = first + (D - 1) * layer
     back = sum((d - 1) * layer for d in depths)                     # dL/dh below each layer but the first
-    wgrad = sum(first + (d - 1) * layer for d in depths)           # dL/dW of every hidden layer
+    if weight_grads == "all":
+        wgrad = sum(first + (d - 1) * layer for d in depths)       # dL/dW of every hidden layer
+    else:
+        wgrad = len(depths) * first + (D - 1) * layer              # layer 1 everywhere, all of the deepest
     readout = sum(3 * 2.0 * batch * width * out_features for _ in depths)
     return members * (fwd + back + wgrad + readout)
 

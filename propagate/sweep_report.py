@@ -26,7 +26,7 @@ METHOD = ("Every net of every depth is the one initialize(MLP(depth, width), ini
           "homogeneous, so the signal is rescaled by powers of two after each layer and the exponent carried. "
           "Across seeds: means of log10 values (variances averaged in log space) with 95% Student-t intervals; rates "
           "are least-squares slopes of log10 variance per layer fitted per seed over the hidden layers of the "
-          "deepest net, then t-intervals across seeds. Figures' bands: seaborn's 95% bootstrap CI over seeds. "
+          "deepest net, then t-intervals across seeds. Figures' bands: the same 95% t-intervals over seeds. "
           "Verdict 'stable' when the rate's CI overlaps ±0.01 log10/layer.")
 
 CAPTIONS = {

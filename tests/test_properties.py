@@ -138,5 +138,6 @@ def test_zero_frac_is_at_least_dead_frac_exactly():
     h[:, :5] = 0
     from propagate.recorder import act_stats
 
-    _, _, _, zero_frac, dead_frac = act_stats(h).tolist()
+    st = act_stats(h)
+    zero_frac, dead_frac = st["zero_frac"], st["dead_frac"]
     assert dead_frac == 5 / 17 and zero_frac >= dead_frac

@@ -43,7 +43,7 @@ def naive(config, x, y):
     (["xavier"], "zero", "leaky_relu"),
 ])
 def test_engine_equals_naive_per_depth_reference(inits, bias, activation):
-    config = SweepConfig(inits=inits, bias=bias, activation=activation, **GRID)
+    config = SweepConfig(inits=inits, bias=bias, activation=activation, weight_grads="all", **GRID)
     x, y, _ = sweep_inputs(config)
     fast, _ = run_sweep(config, inputs=(x, y, "test"))
     ref = naive(config.validate(), x, y)
@@ -55,6 +55,19 @@ def test_engine_equals_naive_per_depth_reference(inits, bias, activation):
         np.testing.assert_allclose(merged[col], merged[col + "_ref"], rtol=2e-4, atol=2e-5, err_msg=col)
     for col in ("zero_frac", "dead_frac", "preact_corr"):
         np.testing.assert_allclose(merged[col], merged[col + "_ref"], atol=1e-4, err_msg=col)
+
+
+def test_summary_weight_grads_are_the_same_numbers_where_computed():
+    """The default 'summary' scope computes ||dL/dW|| for layer 1 of every depth and all of the deepest net."""
+    config = dict(GRID, inits=["he", "normal"])
+    full, _ = run_sweep(SweepConfig(weight_grads="all", **config))
+    part, _ = run_sweep(SweepConfig(weight_grads="summary", **config))
+    have = part["log10_weight_grad_norm"].notna()
+    expected = (part["layer"] == 1) | (part["depth"] == part["depth"].max()) | (part["name"] == "readout")
+    assert (have == expected).all()
+    np.testing.assert_array_equal(part.loc[have, "log10_weight_grad_norm"], full.loc[have, "log10_weight_grad_norm"])
+    other = [c for c in part.columns if c not in ("log10_weight_grad_norm", "weight_grad_norm")]
+    pd.testing.assert_frame_equal(part[other], full[other])
 
 
 def test_theory_rates_default_inits():

@@ -8,9 +8,6 @@ from propagate import __version__
 @click.version_option(__version__, prog_name="propagate")
 def main():
     """Signal propagation in deep ReLU networks: variance, gradients, dead units, theory."""
-    from propagate.memory import fix_mmap_threshold
-
-    fix_mmap_threshold()
 
 
 from propagate.cli.inits import inits_cmd  # noqa: E402

@@ -26,6 +26,9 @@ from propagate.sweep import DEFAULT_INITS, INPUTS, SweepConfig, SweepError, dept
 @click.option("--activation", type=click.Choice(["relu", "leaky_relu", "tanh", "linear"]), default="relu", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--weight-grads", type=click.Choice(["summary", "all"]), default="summary", show_default=True,
+              help="Weight-gradient norms for: summary = layer 1 of every depth and every layer of the deepest net "
+              "(what the tables and figures use); all = every (depth, layer) cell, which doubles the work.")
 @click.option("--wgrad-precision", type=click.Choice(["float32", "bfloat16", "auto"]), default="float32",
               show_default=True, help="Weight-gradient norms only: bfloat16 is ~1.75x faster on CPUs with bf16 "
               "units but shifts log10 norms by up to ~2e-4; auto = bfloat16 where it is fast.")
@@ -38,7 +41,7 @@ from propagate.sweep import DEFAULT_INITS, INPUTS, SweepConfig, SweepError, dept
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors(SweepError, RunFolderError, MnistError)
 def depth_sweep_cmd(max_depth, min_depth, depths, inits, widths, seeds, batch, input_, bias, activation, dtype, device,
-                    wgrad_precision, data_dir, out, overwrite, resume, no_report, quiet):
+                    weight_grads, wgrad_precision, data_dir, out, overwrite, resume, no_report, quiet):
     """MLPs of every depth under each initializer: variance, gradients, dead ReLUs, theory, report."""
     if resume:
         if out and out != resume:
@@ -51,7 +54,7 @@ def depth_sweep_cmd(max_depth, min_depth, depths, inits, widths, seeds, batch, i
     dev = resolve_device(device)
     config = SweepConfig(depths=depths, inits=inits, widths=widths, seeds=seeds, batch=batch, input=input_,
                          bias=bias, activation=activation, dtype=dtype, device=str(dev), data_dir=data_dir,
-                         wgrad_precision=wgrad_precision)
+                         weight_grads=weight_grads, wgrad_precision=wgrad_precision)
     config.validate()
     return _run(config, out or default_out("depth-sweep"), overwrite, not no_report, quiet)
 
