@@ -61,14 +61,16 @@ def bench_recorder(depth: int = 50, width: int = 512, batch: int = 512, repeat: 
     return out
 
 
-def gemm_rate(shapes: list[tuple[int, int, int, int]], repeat: int = 5) -> float:
-    """float32 GFLOP/s of batched matmuls (batch, m, k, n), FLOP-weighted over the given shapes."""
+def gemm_rate(shapes: list[tuple[int, int, int, int, float]], repeat: int = 3) -> float:
+    """float32 GFLOP/s of batched matmuls ``(batch, m, k, n, count)``: total FLOP / total time, each shape
+    timed once (best of ``repeat``) and counted ``count`` times."""
     flops, secs = 0.0, 0.0
-    for b, m, k, n in shapes:
-        a, w = torch.randn(b, m, k), torch.randn(b, k, n)
-        t = _best(lambda: torch.bmm(a, w), repeat)
-        flops += 2.0 * b * m * k * n
-        secs += t
+    for b, m, k, n, count in shapes:
+        # Into a preallocated output, as the engine does: fresh multi-MB outputs cost page faults.
+        a, w, o = torch.randn(b, m, k), torch.randn(b, k, n), torch.empty(b, m, n)
+        t = _best(lambda: torch.bmm(a, w, out=o), repeat)
+        flops += 2.0 * b * m * k * n * count
+        secs += t * count
     return flops / secs / 1e9
 
 
@@ -82,11 +84,12 @@ def bench_sweep(max_depth: int = 50, seeds: int = 5, width: int = 512, batch: in
     t = time.perf_counter()
     layers, info = run_sweep(config, inputs=inputs)
     wall = time.perf_counter() - t
-    members = len(config.inits)
-    mean_k = (max_depth + 1) // 2
-    shapes = [(members, mean_k * batch, width, width),   # stacked backward: (M, K·B, n) @ (M, n, n)
-              (members * 4, width, batch, width),       # weight gradients: (n, B) @ (B, n) per (member, depth)
-              (members, batch, width, width)]           # forward
+    M = len(config.inits)
+    # The engine's matmuls per seed: the stacked backward (M, K·B, n) @ (M, n, n) with K = D … 1 active
+    # depths (sampled every 7th K, each standing for its neighbours), the forward and the weight gradients.
+    ks = list(range(max_depth, 0, -7))
+    shapes = [(M, k * batch, width, width, 7 * seeds) for k in ks]
+    shapes += [(M, batch, width, width, 2 * max_depth * seeds)]
     rate = gemm_rate(shapes)
     out = {"wall_s": wall, "engine_s": info["seconds_engine"], "gflop": info["gflop"],
            "gflops": info["gflops_per_s"], "gemm_gflops": rate, "fraction": info["gflops_per_s"] / rate}

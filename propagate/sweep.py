@@ -184,10 +184,10 @@ def plan_chunks(config: SweepConfig, width: int, n_members: int) -> int:
                          f"~{one / 2**30:.1f} GiB but {limit / 2**30:.1f} GiB is available; "
                          "lower --max-depth/--depths, --widths or --batch")
     target = min(limit, 3 * 2**30)
-    if one >= 2**30:  # deep nets: memory is what limits, keep the heap from fragmenting (see memory.py)
-        from propagate.memory import fix_mmap_threshold
+    if one >= 2**30:  # deep nets: memory is what limits, return big blocks when freed (see memory.py)
+        from propagate.memory import tune_malloc
 
-        fix_mmap_threshold()
+        tune_malloc("memory")
     return max(1, min(n_members, int(target // one)))
 
 

@@ -54,13 +54,16 @@ def by_hand():
 
 def test_tiny_net_by_hand():
     net, x, y = tiny_net()
-    with Recorder(net) as rec:
+    with Recorder(net, pair_correlation=True) as rec:
         F.cross_entropy(net(x), y).backward()
     df = rec.table().set_index("layer")
     for layer, expected in by_hand().items():
         for col, value in expected.items():
             assert df.loc[layer, col] == pytest.approx(value, rel=1e-9, abs=1e-12), (layer, col)
     assert list(rec.table().columns) == list(COLUMNS)
+    with Recorder(net) as plain:   # the pair correlation is opt-in
+        net(x)
+    assert plain.table()["preact_corr"].isna().all()
     assert df.loc[1, "log10_preact_var"] == pytest.approx(math.log10(1.25))
     # the exact engine gives the same numbers
     ex = exact_stats(net, x, y).set_index("layer")

@@ -28,7 +28,7 @@ def naive(config, x, y):
                 for width in config.widths:
                     net = MLP(depth=depth, width=width, dtype=torch.float64, activation=config.activation)
                     I.initialize(net, init, seed=seed, bias=bias_for(init, config.bias), data=x.double())
-                    with Recorder(net) as rec:
+                    with Recorder(net, pair_correlation=True) as rec:
                         F.cross_entropy(net(x.double()), y).backward()
                     t = rec.table().assign(init=init.name, width=width, depth=depth, seed=seed)
                     rows.append(t)
