@@ -23,3 +23,20 @@ def gaussian_batch():
     x = torch.randn(256, 784, generator=gen)
     y = torch.randint(0, 10, (256,), generator=gen)
     return x, y
+
+
+def _wait_for(cond, timeout=120.0):
+    """Poll ``cond`` every 10 ms until it is true (True) or ``timeout`` seconds pass (False)."""
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.fixture
+def wait_for():
+    return _wait_for

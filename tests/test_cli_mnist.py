@@ -178,17 +178,6 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
-def _wait_for(cond, timeout=120.0):
-    import time
-
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def _same_tables(a, b):
     """metrics.csv equal but for the timing column; signals.csv equal byte for byte."""
     ma, mb = pd.read_csv(a / "metrics.csv", dtype=str), pd.read_csv(b / "metrics.csv", dtype=str)
@@ -197,7 +186,7 @@ def _same_tables(a, b):
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
-def test_interrupted_training_resumes_to_the_same_result(tmp_path, sig, uninterrupted, _keep_sigterm):
+def test_interrupted_training_resumes_to_the_same_result(tmp_path, sig, uninterrupted, _keep_sigterm, wait_for):
     """Kill a real `propagate mnist` after its first epoch checkpoint; --resume finishes it; tables equal a
     run that was never interrupted."""
     import signal
@@ -209,7 +198,7 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, sig, uninterr
     proc = subprocess.Popen([sys.executable, "-m", "propagate", "mnist", *RESUME_ARGS, "--out", str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpts = lambda: list(tmp_path.glob(".run.partial-*/checkpoints/epoch-*.pt"))
-    assert _wait_for(lambda: len(ckpts()) >= 1 or proc.poll() is not None)
+    assert wait_for(lambda: len(ckpts()) >= 1 or proc.poll() is not None)
     assert proc.poll() is None, "training finished before it could be interrupted; give it more epochs"
     proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=60)

@@ -201,19 +201,8 @@ def test_cli_runs_and_prints_verdicts(tmp_path):
     assert not (out / "report.pdf").exists() and (out / "rates.csv").exists()
 
 
-def _wait_for(pred, timeout=120):
-    import time
-
-    t = time.time()
-    while time.time() - t < timeout:
-        if pred():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
-def test_interrupted_sweep_resumes_to_the_same_result(tmp_path, sig):
+def test_interrupted_sweep_resumes_to_the_same_result(tmp_path, sig, wait_for):
     """Kill a real sweep after its first finished cell; --resume completes it; CSVs equal an uninterrupted run's."""
     import os
     import signal
@@ -227,7 +216,7 @@ def test_interrupted_sweep_resumes_to_the_same_result(tmp_path, sig):
     proc = subprocess.Popen([sys.executable, "-m", "propagate", "depth-sweep", *args, "--out", str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpts = lambda: list(tmp_path.glob(".run.partial-*/checkpoints/*.csv"))
-    assert _wait_for(lambda: len(ckpts()) >= 1 or proc.poll() is not None)
+    assert wait_for(lambda: len(ckpts()) >= 1 or proc.poll() is not None)
     assert proc.poll() is None, "the sweep finished before it could be interrupted; make the grid bigger"
     proc.send_signal(getattr(signal, sig))
     proc.wait(timeout=60)
