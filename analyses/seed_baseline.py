@@ -13,7 +13,6 @@ training set with ``TRAIN_LIMIT = None`` below when more time is available.
 """
 from __future__ import annotations
 
-import math
 
 import matplotlib.pyplot as plt
 import numpy as np

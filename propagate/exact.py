@@ -118,16 +118,15 @@ def _pow2_exponent(sq: torch.Tensor) -> torch.Tensor:
 _DRIFT = 20
 
 
-def _rescale(t: torch.Tensor, sq: torch.Tensor, e: torch.Tensor):
-    """Bring stored values back near unit scale when they drift: t · 2^-k, e + k (exact: a power of two).
-
-    ``sq`` is the per-member (or per-slot) mean square of ``t``; returns (t, sq, e) updated.
-    """
+def _rescale_(t: torch.Tensor, sq: torch.Tensor) -> torch.Tensor | None:
+    """Bring stored values back near unit scale, in place, once they drift: t ← t · 2^-k (exact, a power
+    of two).  ``sq`` is the per-member (or per-slot) mean square of ``t``; returns k, or None if no
+    value drifted far enough to need it (the caller adds k to its exponents)."""
     k = _pow2_exponent(sq)
     if not bool((k.abs() >= _DRIFT).any()):
-        return t, sq, e
-    shape = k.shape + (1,) * (t.dim() - k.dim())
-    return t * torch.exp2(-k).to(t.dtype).reshape(shape), sq * torch.exp2(-2 * k), e + k
+        return None
+    t.mul_(torch.exp2(-k).to(t.dtype).reshape(k.shape + (1,) * (t.dim() - k.dim())))
+    return k
 
 
 def _act_summary(h: torch.Tensor):
@@ -241,9 +240,8 @@ def propagate_stack(x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor
     errs: dict[int, torch.Tensor] = {}
     jof = {d: j for j, d in enumerate(depths)}
 
-    def record(store, col, z, h, e_z):
-        """Forward statistics of stored z (exponent e_z) and h = φ(z) into store[...][:, col]."""
-        zmean, zsq = _mean_sq(z, (1, 2))
+    def record(store, col, z, h, e_z, zmean, zsq):
+        """Forward statistics of stored z (exponent e_z; its mean and mean square given) and h = φ(z)."""
         zvar = torch.clamp(zsq - zmean ** 2, min=0)
         store["preact_mean"][:, col] = zmean * torch.exp2(e_z)
         store["log10_preact_var"][:, col] = torch.log10(zvar) + 2 * e_z * LOG10_2
@@ -254,7 +252,6 @@ def propagate_stack(x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor
         store["act_sq_log10"][:, col] = torch.log10(hsq) + 2 * e_z * LOG10_2
         store["zero_frac"][:, col] = zf
         store["dead_frac"][:, col] = df
-        return zvar
 
     def lsuv_log2(zvar, e):
         var_true_log2 = torch.log2(zvar) + 2 * e
@@ -268,15 +265,15 @@ def propagate_stack(x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor
         if bs is not None:
             z = z + bs[l - 1][:, None, :]
         e = E[:, l - 1].clone()
+        zm, zsq = _mean_sq(z, (1, 2))
         if lsuv:
-            zm, zsq = _mean_sq(z, (1, 2))
             w_log2[:, l - 1] = lsuv_log2(torch.clamp(zsq - zm ** 2, min=0), e)
             e = e + w_log2[:, l - 1]
-        if exact:
-            z, _, e = _rescale(z, _mean_sq(z, (1, 2))[1], e)
+        if exact and (k := _rescale_(z, zsq)) is not None:
+            e, zm, zsq = e + k, zm * torch.exp2(-k), zsq * torch.exp2(-2 * k)
         E[:, l] = e
         h = _phi(z, activation, negative_slope)
-        record(hidden, l - 1, z, h, e)
+        record(hidden, l - 1, z, h, e, zm, zsq)
         hidden["weight_norm"][:, l - 1] = torch.linalg.vector_norm(W[l - 1], dim=(1, 2)).double() * torch.exp2(w_log2[:, l - 1])
         hs.append(h)
         del z
@@ -286,11 +283,11 @@ def propagate_stack(x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor
             if rb is not None:
                 logits = logits + rb[:, None, :]
             er = E[:, l].clone()
+            lm, lsq = _mean_sq(logits, (1, 2))
             if lsuv:
-                lm, lsq = _mean_sq(logits, (1, 2))
                 r_log2[:, j] = lsuv_log2(torch.clamp(lsq - lm ** 2, min=0), er)
                 er = er + r_log2[:, j]
-            record(readout_stats, j, logits, logits, er)
+            record(readout_stats, j, logits, logits, er, lm, lsq)
             readout_stats["weight_norm"][:, j] = torch.linalg.vector_norm(R, dim=(1, 2)).double() * torch.exp2(r_log2[:, j])
             # dL/dlogits of the mean cross-entropy, from the true logits (exact limit when huge or tiny).
             true = logits.double() * torch.exp2(torch.clamp(er, max=900.0))[:, None, None]
@@ -323,12 +320,9 @@ def propagate_stack(x: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor
             K += 1
         G = bufs[cur][:, :K, :, :n_l]
         gmean, gsq = _mean_sq(G, (2, 3))
-        if exact:
-            k = _pow2_exponent(gsq)
-            if bool((k.abs() >= _DRIFT).any()):  # rescale only when values drift far from 1
-                G.mul_(torch.exp2(-k).to(dtype)[:, :, None, None])
-                GE[:, :K] += k
-                gmean, gsq = gmean * torch.exp2(-k), gsq * torch.exp2(-2 * k)
+        if exact and (k := _rescale_(G, gsq)) is not None:
+            GE[:, :K] += k
+            gmean, gsq = gmean * torch.exp2(-k), gsq * torch.exp2(-2 * k)
         idx = torch.tensor(order, device=dev)
         grad["log10_preact_grad_var"][:, idx, l - 1] = torch.log10(torch.clamp(gsq - gmean ** 2, min=0)) + 2 * GE[:, :K] * LOG10_2
         # Weight gradient dL/dW^l = g^T h^{l-1}, its Frobenius norm per (member, depth), in chunks.

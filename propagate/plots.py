@@ -43,10 +43,6 @@ def _theory_lines(ax, th: pd.DataFrame, ycol: str, palette: dict, anchor: dict |
     ax.plot([], [], ls="--", color="0.3", label="mean-field theory")
 
 
-def _facet(df, widths):
-    return widths if len(widths) > 1 else [widths[0]]
-
-
 def _signal_figure(layers, th, ycol, tcol, anchor_top, ylabel, xlabel, title) -> plt.Figure:
     """Measured log10 variance vs layer (CI band over seeds) with theory dashed, and below it the
     measured minus theory, where agreement can be read at a finer scale than decades."""

@@ -136,10 +136,6 @@ def time_to_threshold(metrics: pd.DataFrame, signals: pd.DataFrame, threshold: f
     return pd.DataFrame(rows)
 
 
-def _pct(x: float) -> str:
-    return "–" if not np.isfinite(x) else f"{100 * x:.2f}%"
-
-
 def _step_key(v) -> float:
     return math.inf if isinstance(v, str) else float(v)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -40,7 +40,6 @@ ACTIVATION_TYPES = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.GELU, nn.SiLU, nn.ELU, nn
 RAW_FWD = ("z_sum", "z_norm", "preact_corr", "weight_norm")
 RAW_ACT = ("h_sum", "h_norm", "h_nonzero", "h_dead")
 RAW_GRAD = ("g_sum", "g_norm")
-RAW_WGRAD = ("weight_grad_norm",)
 
 COLUMNS = ("step", "layer", "name", "fan_in", "fan_out",
            "preact_mean", "preact_var", "log10_preact_var",
@@ -107,13 +106,6 @@ def finish(raw_fwd: np.ndarray, raw_act_: np.ndarray, raw_grad_: np.ndarray, num
     out["dead_frac"] = raw_act_[:, 3] / units
     out["preact_grad_var"] = _moments(raw_grad_[:, 0], raw_grad_[:, 1], numel)[1]
     return out
-
-
-def preact_stats(z: torch.Tensor) -> dict[str, float]:
-    """Pre-activation statistics of one tensor (mean, variance over all entries, pair correlation)."""
-    r = raw_preact(z).double().cpu().numpy()
-    mean, var = _moments(r[0], r[1], z.numel())
-    return {"preact_mean": mean, "preact_var": var, "preact_corr": r[2]}
 
 
 def act_stats(h: torch.Tensor) -> dict[str, float]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import matplotlib
 
@@ -127,15 +127,3 @@ def _fmt(v) -> str:
             return f"{v:.3g}"
         return f"{v:.4g}"
     return str(v)
-
-
-def render_pages(pdf: Path, out_dir: Path, dpi: int = 60) -> list[Path]:
-    """PNG pages of a PDF via pdftoppm (for checking a report as a reader would)."""
-    import shutil
-    import subprocess
-
-    if shutil.which("pdftoppm") is None:
-        raise RuntimeError("pdftoppm not found (apt-get install poppler-utils)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["pdftoppm", "-png", "-r", str(dpi), str(pdf), str(out_dir / "page")], check=True)
-    return sorted(out_dir.glob("page*.png"))

@@ -178,10 +178,6 @@ class RunFolder:
         os.replace(self.tmp, self.out)
         return False
 
-    def save_manifest(self) -> None:
-        """Write the manifest now (it is also written on entry and on exit)."""
-        self._write_manifest()
-
     def time(self, name: str, seconds: float) -> None:
         self.manifest["timings"][name] = round(seconds, 3)
 

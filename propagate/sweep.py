@@ -185,9 +185,9 @@ def plan_chunks(config: SweepConfig, width: int, n_members: int) -> int:
                          "lower --max-depth/--depths, --widths or --batch")
     target = min(limit, 3 * 2**30)
     if one >= 2**30:  # deep nets: memory is what limits, return big blocks when freed (see memory.py)
-        from propagate.memory import tune_malloc
+        from propagate.memory import return_freed_memory
 
-        tune_malloc("memory")
+        return_freed_memory()
     return max(1, min(n_members, int(target // one)))
 
 
@@ -337,8 +337,8 @@ def depth_sweep(config: SweepConfig | None, out, overwrite: bool = False, report
         x = inputs[0]
         t1 = time.perf_counter()
         bias = {i: str(bias_for(I.get(i), config.bias)) for i in config.inits}
-        written = write_outputs(run.path, layers, info, float((x.double() ** 2).mean()), input_pair_correlations(x),
-                                config.activation, report=False, bias=bias)
+        written = write_outputs(run.path, layers, float((x.double() ** 2).mean()), input_pair_correlations(x),
+                                config.activation, bias=bias)
         run.time("tables_and_figures", time.perf_counter() - t1)
         if report:
             from propagate.sweep_report import build_report

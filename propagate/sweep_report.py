@@ -64,19 +64,16 @@ CAPTIONS = {
 }
 
 
-def write_outputs(folder: Path, layers: pd.DataFrame, info: dict, x_second_moment: float, input_corr: np.ndarray,
-                  activation: str = "relu", report: bool = True, bias: dict | None = None) -> dict:
-    """Write layers/summary/rates/theory CSVs, figures and (optionally) report.pdf into ``folder``."""
+def write_outputs(folder: Path, layers: pd.DataFrame, x_second_moment: float, input_corr: np.ndarray,
+                  activation: str = "relu", bias: dict | None = None) -> dict:
+    """Write layers/summary/rates/theory CSVs and the figures into ``folder`` (the report is built from them)."""
     folder = Path(folder)
-    layers.attrs["bias"] = bias or {}
-    theory_df = T.theory_table(layers, x_second_moment, activation, input_corr=input_corr)
+    theory_df = T.theory_table(layers, x_second_moment, activation, input_corr=input_corr, bias=bias)
     summary_df = T.summary(layers)
     rates_df = T.rates(layers, theory_df)
     for name, df in (("layers", layers), ("summary", summary_df), ("rates", rates_df), ("theory", theory_df)):
         df.to_csv(folder / f"{name}.csv", index=False, float_format="%.10g")
     make_figures(folder)
-    if report:
-        build_report(folder, folder / "report.pdf", manifest=None)
     return {"verdicts": T.verdicts(rates_df), "rates": rates_df}
 
 

@@ -14,9 +14,6 @@ import pandas as pd
 from propagate import inits as I
 from propagate import stats, theory
 
-HIDDEN = "name != 'readout'"
-
-
 def deepest(layers: pd.DataFrame) -> pd.DataFrame:
     """Rows of the deepest net of each (init, width), hidden layers only."""
     dmax = layers.groupby(["init", "width"])["depth"].transform("max")
@@ -62,7 +59,8 @@ def _order(df: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
 
 
 def theory_table(layers: pd.DataFrame, x_second_moment: float, activation: str = "relu",
-                 negative_slope: float = 0.01, input_corr: np.ndarray | None = None) -> pd.DataFrame:
+                 negative_slope: float = 0.01, input_corr: np.ndarray | None = None,
+                 bias: dict | None = None) -> pd.DataFrame:
     """The mean-field prediction per (init, width, layer) of the deepest net, hidden layers 1..D.
 
     Columns: ``sigma_w2`` (fan_in·Var(W) from the initializer's formula and the layer's fans, or the
@@ -89,8 +87,8 @@ def theory_table(layers: pd.DataFrame, x_second_moment: float, activation: str =
         if math.isnan(r_var):
             r_var = float((readout["weight_norm"] ** 2).mean()) / (r_fi * r_fo)
         sw2 = fi * var
-        bias = layers.attrs.get("bias", {}).get(name, "zero")
-        sb2 = np.array([I.bias_var(bias, a) for a in fi])
+        spec = (bias or {}).get(name, "zero")   # the bias spec of each init ({init: spec}); zero if absent
+        sb2 = np.array([I.bias_var(spec, a) for a in fi])
         if init.data_dependent:
             log10_q = np.zeros(D)  # LSUV makes every layer's output variance 1 by construction
         else:

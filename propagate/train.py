@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from propagate import inits as _inits
-from propagate.nets import MLP, NetError, hidden_widths, make_activation
+from propagate.nets import MLP, hidden_widths, make_activation
 from propagate.recorder import Recorder
 
 __all__ = ["TrainError", "TrainResult", "StackedMLP", "train", "shuffle_generator", "prepare_data",

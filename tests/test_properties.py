@@ -17,10 +17,9 @@ import copy
 import warnings
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from propagate import inits as I

@@ -282,7 +282,6 @@ def test_born_dead_monte_carlo(width, depth):
     rng = np.random.default_rng(width * 100 + depth)
     draws = 20_000
     h = rng.standard_normal((draws, width, 1))  # a single random input per net
-    alive = np.ones(draws, dtype=bool)
     for l in range(depth):
         w = rng.standard_normal((draws, width, width))
         z = w @ (h if l == 0 else np.maximum(h, 0))

@@ -71,9 +71,6 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
 def user_errors(*types):
     """Turn the package's own ValueError subclasses into click usage errors (one line, exit 2)."""
 
