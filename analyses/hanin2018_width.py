@@ -160,7 +160,7 @@ def run(study):
     study.note("Mean of log ‖h^L‖² at the deepest layer",
                "The mean stays near its input value while the spread grows: " + ", ".join(
                    f"n = {int(r.width)}: {r.mean_log_h_norm2:.2f}" for r in mean_drift.itertuples())
-               + f" (ln ‖x‖²-scale; a drift of ≈ −2.5·L/n is expected since E ln R ≈ −Var ln R / 2).")
+               + " (ln ‖x‖²-scale; a drift of ≈ −2.5·L/n is expected since E ln R ≈ −Var ln R / 2).")
 
     # Figure 1: Var against Σ 1/n_j.
     pal = dict(zip(logs, sns.color_palette("viridis", len(logs))))

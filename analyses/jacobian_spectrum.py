@@ -147,7 +147,7 @@ def run(study):
     both = all(grows.values())
     study.verdict = (
         ("Supported: " if both else "Not supported: ")
-        + f"the spread of the non-zero singular values grows with depth for "
+        + "the spread of the non-zero singular values grows with depth for "
         + (" and ".join(i for i in p["inits"] if grows[i]) or "neither initializer")
         + (" — orthogonal weights do not give dynamical isometry in a ReLU net" if grows.get(orth) else "")
         + f" (a 95% interval of either growth rate above 0). {'; '.join(parts)}. Orthogonal's spread grows "
